@@ -1,0 +1,40 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    builds the embedded demo and serves the dashboard
+#   make test   runs the whole test suite
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+DEV_STAMP := $(VENV)/.dev-installed
+export SPARK_LOCAL_IP ?= 127.0.0.1
+export OMP_NUM_THREADS ?= 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: run test system-packages space clean
+
+system-packages:
+	@command -v java >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q openjdk-17-jre-headless; }
+
+$(RUNTIME_STAMP): requirements.txt pyproject.toml
+	@$(MAKE) --no-print-directory system-packages
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip==25.3
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps -e .
+	touch $@
+
+$(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q chromium; }
+	$(PIP) install -q -r requirements-dev.txt
+	touch $@
+
+run: $(RUNTIME_STAMP)
+	$(VENV)/bin/readmit demo
+
+test: $(DEV_STAMP)
+	$(VENV)/bin/python -m pytest
+
+clean:
+	rm -rf $(VENV) data/warehouse

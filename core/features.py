@@ -1,0 +1,233 @@
+"""The feature spec and the one function that computes features, for training and serving alike.
+
+`build_features(encounters)` turns canonical encounters into model features. The Spark ETL runs it
+inside `mapInPandas` on partitions that hold all of a patient's encounters, sorted; the scorer runs
+it on an uploaded file. Same function, same features.
+
+Patient history uses only encounters that come *before* the current one (by admission time where
+dates exist, else by encounter id). Nothing from later encounters is ever used: a count of future
+encounters inflates AUROC on Diabetes 130 from about 0.69 to 0.82.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from core import icd
+
+FEATURE_SPEC_VERSION = "2026.11-1"
+
+MISSING_LEVEL = "__missing__"
+OTHER_LEVEL = "__other__"
+
+
+@dataclass(frozen=True)
+class NumericFeature:
+    name: str
+    label: str          # plain words, used in explanations ("inpatient stays in the past year")
+    transform: Literal["identity", "log1p"] = "identity"
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class CategoricalFeature:
+    name: str
+    label: str
+    min_count: int = 20  # levels rarer than this in training collapse to OTHER_LEVEL
+
+
+NUMERIC_FEATURES: tuple[NumericFeature, ...] = (
+    NumericFeature("age_years_est", "age", unit="years"),
+    NumericFeature("length_of_stay_days", "length of stay", "log1p", "days"),
+    NumericFeature("num_lab_procedures", "lab tests during the stay", "log1p"),
+    NumericFeature("num_procedures", "procedures during the stay", "log1p"),
+    NumericFeature("num_medications", "medications during the stay", "log1p"),
+    NumericFeature("number_diagnoses", "diagnoses recorded"),
+    NumericFeature("prior_outpatient_visits", "outpatient visits in the past year", "log1p"),
+    NumericFeature("prior_emergency_visits", "emergency visits in the past year", "log1p"),
+    NumericFeature("prior_inpatient_visits", "inpatient stays in the past year", "log1p"),
+    NumericFeature("prior_visits_total", "visits of any kind in the past year", "log1p"),
+    NumericFeature("diabetes_meds_given", "diabetes medications given", "log1p"),
+    NumericFeature("diabetes_meds_changed", "diabetes medications changed in dose", "log1p"),
+    NumericFeature("charlson_index", "Charlson comorbidity index", "log1p"),
+    NumericFeature("encounter_seq", "hospital stays on record including this one", "log1p"),
+    NumericFeature("prior_stays_los_days", "days in hospital in earlier stays on record", "log1p"),
+    NumericFeature("prior_readmissions_30d", "earlier stays followed by a 30-day readmission", "log1p"),
+    NumericFeature("days_since_last_discharge", "days since the previous discharge", "log1p", "days"),
+) + tuple(NumericFeature(f"cc_{name}", name.replace("_", " ")) for name in icd.CHARLSON_CONDITIONS)
+
+CATEGORICAL_FEATURES: tuple[CategoricalFeature, ...] = (
+    CategoricalFeature("sex", "sex"),
+    CategoricalFeature("race", "race"),
+    CategoricalFeature("age_band", "age band"),
+    CategoricalFeature("admission_type", "admission type"),
+    CategoricalFeature("admission_source", "admitted from"),
+    CategoricalFeature("discharge_disposition", "discharged to"),
+    CategoricalFeature("payer", "payer"),
+    CategoricalFeature("admitting_specialty", "admitting specialty"),
+    CategoricalFeature("a1c_result", "HbA1c result"),
+    CategoricalFeature("glucose_result", "serum glucose result"),
+    CategoricalFeature("insulin", "insulin at discharge"),
+    CategoricalFeature("metformin", "metformin at discharge"),
+    CategoricalFeature("diabetes_med", "on diabetes medication"),
+    CategoricalFeature("principal_group", "main diagnosis group"),
+    CategoricalFeature("dx_1_category", "main diagnosis"),
+    CategoricalFeature("dx_2_category", "second diagnosis"),
+    CategoricalFeature("dx_3_category", "third diagnosis"),
+    CategoricalFeature("discharge_weekday", "discharge day of week"),
+)
+
+CODE_FEATURES: tuple[str, ...] = ("dx_1", "dx_2", "dx_3")
+CODE_MIN_COUNT = 10
+
+NUMERIC_NAMES = tuple(f.name for f in NUMERIC_FEATURES)
+CATEGORICAL_NAMES = tuple(f.name for f in CATEGORICAL_FEATURES)
+ID_COLUMNS = ("encounter_id", "patient_id", "source", "readmitted_30d", "eligible")
+FEATURE_COLUMNS = NUMERIC_NAMES + CATEGORICAL_NAMES + CODE_FEATURES
+OUTPUT_COLUMNS = ID_COLUMNS + FEATURE_COLUMNS
+FEATURE_LABELS = {f.name: f.label for f in NUMERIC_FEATURES + CATEGORICAL_FEATURES} | {
+    "dx_1": "main diagnosis code", "dx_2": "second diagnosis code", "dx_3": "third diagnosis code"}
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+_AGE_BAND = re.compile(r"^\[(\d+)-(\d+)\)$")
+
+
+_ORDER_COLUMNS = ["patient_id", "_admit_order", "_id_number", "encounter_id"]
+
+
+def sort_for_history(encounters: pd.DataFrame) -> pd.DataFrame:
+    """Encounters ordered within each patient: by admission time, then numeric encounter id."""
+    out = encounters.copy()
+    out["_admit_order"] = pd.to_datetime(out["admit_time"])
+    out["_id_number"] = pd.to_numeric(out["encounter_id"], errors="coerce")
+    out = out.sort_values(_ORDER_COLUMNS, na_position="last", kind="mergesort")
+    return out.drop(columns=["_admit_order", "_id_number"])
+
+
+def add_patient_history(encounters: pd.DataFrame) -> pd.DataFrame:
+    """Fill `encounter_seq` and `days_since_last_discharge` and add prior-stay aggregates.
+
+    Expects every encounter of each patient present and sorted (see `sort_for_history`). Uses only
+    earlier encounters of the same patient.
+    """
+    out = encounters.copy()
+    by_patient = out.groupby("patient_id", sort=False)
+    out["encounter_seq"] = (by_patient.cumcount() + 1).astype("int64")
+    los = pd.to_numeric(out["length_of_stay_days"], errors="coerce").fillna(0.0)
+    out["prior_stays_los_days"] = los.groupby(out["patient_id"], sort=False).cumsum() - los
+    known_positive = out["readmitted_30d"].map(lambda v: 1.0 if v is True else 0.0).astype("float64")
+    out["prior_readmissions_30d"] = (known_positive.groupby(out["patient_id"], sort=False).cumsum()
+                                     - known_positive)
+    previous_discharge = pd.to_datetime(out["discharge_time"]).groupby(out["patient_id"], sort=False).shift(1)
+    gap = (pd.to_datetime(out["admit_time"]) - previous_discharge).dt.total_seconds() / 86400.0
+    out["days_since_last_discharge"] = gap.where(gap >= 0)
+    return out
+
+
+def _age_estimate(age_years: pd.Series, age_band: pd.Series) -> pd.Series:
+    band_mid = age_band.astype("string").str.extract(_AGE_BAND).astype("float64").mean(axis=1)
+    return pd.to_numeric(age_years, errors="coerce").fillna(band_mid)
+
+
+def _drug_status(changes: pd.Series, drug: str) -> pd.Series:
+    prefix = f"{drug}:"
+    return changes.map(lambda items: next((item[len(prefix):] for item in (items or [])
+                                           if item.startswith(prefix)), "no"))
+
+
+def _version(value) -> int:
+    """ICD version of a row; Diabetes-era data without one is ICD-9."""
+    return int(value) if pd.notna(value) else 9
+
+
+def _code_at(diagnoses: pd.Series, versions: pd.Series, position: int) -> pd.Series:
+    return pd.Series([icd.normalize_code(codes[position] if codes is not None and len(codes) > position else None,
+                                         _version(version))
+                      for codes, version in zip(diagnoses, versions)], index=diagnoses.index, dtype="object")
+
+
+def _charlson_flags(diagnoses: pd.Series, versions: pd.Series) -> pd.DataFrame:
+    conditions = [icd.charlson_conditions((icd.normalize_code(c, _version(v)) for c in (codes if codes is not None else [])),
+                                          _version(v))
+                  for codes, v in zip(diagnoses, versions)]
+    flags = pd.DataFrame({f"cc_{name}": [1.0 if name in found else 0.0 for found in conditions]
+                          for name in icd.CHARLSON_CONDITIONS}, index=diagnoses.index)
+    flags["charlson_index"] = [float(icd.charlson_index(found)) for found in conditions]
+    return flags
+
+
+def encounter_features(history: pd.DataFrame) -> pd.DataFrame:
+    """Row-level features of encounters that already carry their patient history."""
+    versions = history["icd_version"]
+    changes = history["medication_changes"]
+    codes = {name: _code_at(history["diagnoses"], versions, i) for i, name in enumerate(CODE_FEATURES)}
+    prior = history[["prior_outpatient_visits", "prior_emergency_visits", "prior_inpatient_visits"]]
+    prior = prior.apply(pd.to_numeric, errors="coerce")
+    discharge = pd.to_datetime(history["discharge_time"])
+    features = pd.DataFrame({
+        "encounter_id": history["encounter_id"].astype("string"),
+        "patient_id": history["patient_id"].astype("string"),
+        "source": history["source"],
+        "readmitted_30d": history["readmitted_30d"],
+        "eligible": history["eligible"].astype(bool),
+        "age_years_est": _age_estimate(history["age_years"], history["age_band"]),
+        "length_of_stay_days": history["length_of_stay_days"],
+        "num_lab_procedures": history["num_lab_procedures"],
+        "num_procedures": history["num_procedures"],
+        "num_medications": history["num_medications"],
+        "number_diagnoses": history["number_diagnoses"],
+        "prior_outpatient_visits": prior["prior_outpatient_visits"],
+        "prior_emergency_visits": prior["prior_emergency_visits"],
+        "prior_inpatient_visits": prior["prior_inpatient_visits"],
+        # Sum only when all three are known: a missing count is not zero.
+        "prior_visits_total": prior.sum(axis=1, min_count=3),
+        "diabetes_meds_given": changes.map(lambda items: float(len(items)) if items is not None else np.nan),
+        "diabetes_meds_changed": changes.map(
+            lambda items: float(sum(not i.endswith(":steady") for i in items)) if items is not None else np.nan),
+        "encounter_seq": history["encounter_seq"],
+        "prior_stays_los_days": history["prior_stays_los_days"],
+        "prior_readmissions_30d": history["prior_readmissions_30d"],
+        "days_since_last_discharge": history["days_since_last_discharge"],
+        "sex": history["sex"],
+        "race": history["race"],
+        "age_band": history["age_band"],
+        "admission_type": history["admission_type"],
+        "admission_source": history["admission_source"],
+        "discharge_disposition": history["discharge_disposition"],
+        "payer": history["payer"],
+        "admitting_specialty": history["admitting_specialty"],
+        "a1c_result": history["a1c_result"],
+        "glucose_result": history["glucose_result"],
+        "insulin": _drug_status(changes, "insulin"),
+        "metformin": _drug_status(changes, "metformin"),
+        "diabetes_med": history["diabetes_med"].map({True: "yes", False: "no"}),
+        "principal_group": [icd.clinical_group(c, _version(v)) for c, v in zip(codes["dx_1"], versions)],
+        "dx_1_category": codes["dx_1"].map(icd.category),
+        "dx_2_category": codes["dx_2"].map(icd.category),
+        "dx_3_category": codes["dx_3"].map(icd.category),
+        "discharge_weekday": discharge.dt.dayofweek.map(lambda d: WEEKDAYS[int(d)] if pd.notna(d) else None),
+        **codes,
+    }, index=history.index)
+    features = pd.concat([features, _charlson_flags(history["diagnoses"], versions)], axis=1)
+    return _typed(features[list(OUTPUT_COLUMNS)])
+
+
+def _typed(features: pd.DataFrame) -> pd.DataFrame:
+    out = features.copy()
+    for name in NUMERIC_NAMES:
+        out[name] = pd.to_numeric(out[name], errors="coerce").astype("float64")
+    for name in CATEGORICAL_NAMES + CODE_FEATURES:
+        out[name] = out[name].astype("object").where(out[name].notna(), None)
+    out["readmitted_30d"] = out["readmitted_30d"].astype("object").where(out["readmitted_30d"].notna(), None)
+    return out
+
+
+def build_features(encounters: pd.DataFrame) -> pd.DataFrame:
+    """Canonical encounters (all encounters of each patient present) to one feature row each."""
+    if encounters.empty:
+        return _typed(pd.DataFrame({c: pd.Series(dtype="object") for c in OUTPUT_COLUMNS}))
+    return encounter_features(add_patient_history(sort_for_history(encounters)))
