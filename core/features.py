@@ -82,12 +82,13 @@ CATEGORICAL_FEATURES: tuple[CategoricalFeature, ...] = (
 )
 
 CODE_FEATURES: tuple[str, ...] = ("dx_1", "dx_2", "dx_3")
+CODE_CHAPTERS: tuple[str, ...] = tuple(f"{name}_chapter" for name in CODE_FEATURES)
 CODE_MIN_COUNT = 10
 
 NUMERIC_NAMES = tuple(f.name for f in NUMERIC_FEATURES)
 CATEGORICAL_NAMES = tuple(f.name for f in CATEGORICAL_FEATURES)
 ID_COLUMNS = ("encounter_id", "patient_id", "source", "readmitted_30d", "eligible")
-FEATURE_COLUMNS = NUMERIC_NAMES + CATEGORICAL_NAMES + CODE_FEATURES
+FEATURE_COLUMNS = NUMERIC_NAMES + CATEGORICAL_NAMES + CODE_FEATURES + CODE_CHAPTERS
 OUTPUT_COLUMNS = ID_COLUMNS + FEATURE_COLUMNS
 FEATURE_LABELS = {f.name: f.label for f in NUMERIC_FEATURES + CATEGORICAL_FEATURES} | {
     "dx_1": "main diagnosis code", "dx_2": "second diagnosis code", "dx_3": "third diagnosis code"}
@@ -211,6 +212,8 @@ def encounter_features(history: pd.DataFrame) -> pd.DataFrame:
         "dx_3_category": codes["dx_3"].map(icd.category),
         "discharge_weekday": discharge.dt.dayofweek.map(lambda d: WEEKDAYS[int(d)] if pd.notna(d) else None),
         **codes,
+        **{f"{name}_chapter": [icd.chapter(c, _version(v)) for c, v in zip(codes[name], versions)]
+           for name in CODE_FEATURES},
     }, index=history.index)
     features = pd.concat([features, _charlson_flags(history["diagnoses"], versions)], axis=1)
     return _typed(features[list(OUTPUT_COLUMNS)])
@@ -220,7 +223,7 @@ def _typed(features: pd.DataFrame) -> pd.DataFrame:
     out = features.copy()
     for name in NUMERIC_NAMES:
         out[name] = pd.to_numeric(out[name], errors="coerce").astype("float64")
-    for name in CATEGORICAL_NAMES + CODE_FEATURES:
+    for name in CATEGORICAL_NAMES + CODE_FEATURES + CODE_CHAPTERS:
         out[name] = out[name].astype("object").where(out[name].notna(), None)
     out["readmitted_30d"] = out["readmitted_30d"].astype("object").where(out["readmitted_30d"].notna(), None)
     return out

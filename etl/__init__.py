@@ -1,0 +1,1 @@
+"""Spark ETL: source adapters emit canonical encounters; transforms build features; loads are atomic."""
