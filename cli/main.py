@@ -15,9 +15,12 @@ from typing import Sequence
 from core.errors import UserError
 
 COMMAND_MODULES = (
-    "cli.data_commands",     # fetch, etl, synth, template, sql
-    "cli.model_commands",    # train, evaluate, score, publish
-    "cli.serve_commands",    # app, api, demo
+    "cli.data_commands",      # fetch, etl, synth, template, sql
+    "cli.train_commands",     # train, publish
+    "cli.evaluate_commands",  # evaluate
+    "cli.score_commands",     # score
+    "cli.app_commands",       # app, demo
+    "cli.api_commands",       # api
 )
 
 
