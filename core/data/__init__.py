@@ -1,0 +1,1 @@
+"""Data files shipped with `core` (the synthetic generator's fitted profile)."""

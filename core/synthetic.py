@@ -1,0 +1,425 @@
+"""Synthetic canonical encounters for demos and scale tests, fitted to aggregates of real data.
+
+Every value is drawn from `core/data/synthetic_profile.json`: marginal and conditional frequencies
+and a logistic readmission model estimated on Diabetes 130 by `scripts/fit_synthetic_profile.py`,
+with every cell of fewer than 20 encounters suppressed or merged. No real row is ever used.
+
+Determinism and chunking. A row's random numbers are a hash of (seed, global row index, stream
+name), never a sequential generator. Patients are runs of consecutive rows inside fixed blocks of
+`BLOCK_ROWS` rows (a patient never crosses a block edge), so any row range is computed from the whole
+blocks that cover it and the union of chunks is the same whatever the chunking. Chunks whose
+boundaries are multiples of `BLOCK_ROWS` also keep every patient inside one chunk.
+
+Time. Encounters lie in a `WINDOW_DAYS` window ending the day before `end` (a fixed default, so that
+output never depends on the clock; pass today's date once, on the driver, for a live demo). A
+patient's stays are chained: discharge, gap, next admission. The label is drawn first from the
+fitted logistic model and the gap then follows it (1-29 days when readmitted, 32 days or more when
+not; a readmission is never an elective admission), so the label of every non-final stay agrees
+with the next admission under the project's rule (`core.labels`). A final stay keeps its
+drawn label, unless its discharge is less than 31 days before `end` (unknown: null). Death and
+hospice are only drawn for final stays and make the stay ineligible (`core.labels.apply_eligibility`).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from functools import lru_cache
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.labels import apply_eligibility
+from core.schema import AGE_BANDS, COLUMNS, LIST_SEPARATOR, template_columns
+
+SOURCE = "synthetic"
+PROFILE_PATH = Path(__file__).resolve().parent / "data" / "synthetic_profile.json"
+BLOCK_ROWS = 32
+DEFAULT_END = dt.date(2026, 11, 28)
+WINDOW_DAYS = 730
+# Gaps between a discharge and the next admission (assumptions: Diabetes 130 has no dates).
+READMIT_GAP_DAYS = (1, 29)       # whole calendar days; times of day keep the float gap under 30
+READMIT_GAP_SCALE_DAYS = 10.0    # early readmissions are the most frequent (truncated exponential)
+LATER_GAP_MIN_DAYS = 32
+LATER_GAP_SCALE_DAYS = 120.0
+LATER_GAP_MAX_DAYS = 700
+DISCHARGE_MINUTES = (9 * 60, 20 * 60)  # discharges happen between 09:00 and 20:00
+PLANNED_ADMISSION = "elective"   # the next admission counts as a readmission only when unplanned
+LABEL_KNOWN_AFTER_DAYS = 31      # a final stay discharged more recently than this has an unknown label
+# Conditioning buckets of the profile (lower edges), shared with scripts/fit_synthetic_profile.py.
+STAY_BUCKETS = (1, 3, 5, 8)        # length of stay 1-2, 3-4, 5-7, 8+ days
+INPATIENT_BUCKETS = (0, 1, 2, 3)   # inpatient stays in the year before: 0, 1, 2, 3+
+AGE_GROUP_EDGES = (0, 60, 80)      # age under 60, 60-79, 80+
+
+READMISSION_DISPOSITIONS = ("home_health", "snf_rehab", "transfer_hospital", "against_advice", "other")
+READMISSION_GROUPS = ("circulatory", "respiratory", "digestive", "diabetes", "injury", "musculoskeletal",
+                      "genitourinary", "neoplasms")
+READMISSION_TERMS = (
+    ("log1p_prior_inpatient", "log1p_prior_emergency", "log1p_prior_outpatient", "log1p_length_of_stay",
+     "number_diagnoses", "log1p_num_medications", "log1p_num_lab_procedures", "num_procedures",
+     "age_decades", "diabetes_med", "any_medication_changed")
+    + tuple(f"disposition_{d}" for d in READMISSION_DISPOSITIONS)
+    + tuple(f"principal_{g}" for g in READMISSION_GROUPS))
+
+
+# --- the fitted profile ---------------------------------------------------------------------------
+
+@lru_cache(maxsize=4)
+def load_profile(path: str | Path = PROFILE_PATH) -> dict[str, Any]:
+    """The fitted profile (aggregates only). Cached: never mutate what it returns."""
+    return json.loads(Path(path).read_text())
+
+
+_BAND_MIDPOINTS = {band: int(band[1:band.index("-")]) + 5.0 for band in AGE_BANDS}
+
+
+def band_midpoint_years(age_band: pd.Series) -> np.ndarray:
+    """'[60-70)' -> 65.0; missing or unknown -> nan."""
+    return pd.to_numeric(age_band.map(_BAND_MIDPOINTS), errors="coerce").to_numpy(dtype=np.float64)
+
+
+def _is(values: pd.Series, level: str) -> np.ndarray:
+    return (values.to_numpy(dtype=object) == level).astype(np.float64)
+
+
+def readmission_design(encounters: pd.DataFrame, principal_group: pd.Series) -> np.ndarray:
+    """The readmission model's inputs (columns in `READMISSION_TERMS` order) from canonical encounters.
+
+    Used both to fit the model on real encounters and to draw synthetic labels, so both sides use the
+    same definitions. Missing counts become 0 and a missing age band the mean decade of the others.
+    """
+    def count(name: str) -> np.ndarray:
+        return pd.to_numeric(encounters[name], errors="coerce").fillna(0).to_numpy(dtype=np.float64)
+
+    age = band_midpoint_years(encounters["age_band"]) / 10.0
+    age = np.where(np.isnan(age), np.nanmean(age) if np.isfinite(age).any() else 0.0, age)
+    joined = [LIST_SEPARATOR.join(items) + LIST_SEPARATOR for items in encounters["medication_changes"]]
+    changed = [":up;" in text or ":down;" in text for text in joined]
+    columns = [np.log1p(count("prior_inpatient_visits")), np.log1p(count("prior_emergency_visits")),
+               np.log1p(count("prior_outpatient_visits")), np.log1p(count("length_of_stay_days")),
+               count("number_diagnoses"), np.log1p(count("num_medications")), np.log1p(count("num_lab_procedures")),
+               count("num_procedures"), age, _is(encounters["diabetes_med"], True),
+               np.asarray(changed, dtype=np.float64)]
+    columns += [_is(encounters["discharge_disposition"], d) for d in READMISSION_DISPOSITIONS]
+    columns += [_is(principal_group, g) for g in READMISSION_GROUPS]
+    return np.column_stack(columns)
+
+
+def bucket(values, edges: tuple[int, ...]) -> np.ndarray:
+    """Index of the bucket (given by ascending lower edges) each value falls in."""
+    return np.searchsorted(np.asarray(edges), np.asarray(values, dtype=np.float64), side="right") - 1
+
+
+def cell_key(group: str, stay_bucket: int) -> str:
+    return f"{group}/{stay_bucket}"
+
+
+def readmission_probability(design: np.ndarray, model: dict[str, Any]) -> np.ndarray:
+    """Logistic model of the profile applied to a design matrix."""
+    if tuple(model["terms"]) != READMISSION_TERMS:
+        raise ValueError("the profile's readmission terms differ from this code's: rerun scripts/fit_synthetic_profile.py")
+    logit = model["intercept"] + design @ np.asarray(model["coefficients"], dtype=np.float64)
+    return 1.0 / (1.0 + np.exp(-logit))
+
+
+# --- counter-based random numbers -----------------------------------------------------------------
+
+_MASK64 = (1 << 64) - 1
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def uniforms(seed: int, rows: np.ndarray, stream: str) -> np.ndarray:
+    """Uniform [0, 1) numbers, a pure function of (seed, row index, stream name)."""
+    key = int.from_bytes(hashlib.blake2b(f"{seed}/{stream}".encode(), digest_size=8).digest(), "little")
+    mixed = _splitmix(np.asarray(rows, dtype=np.int64).astype(np.uint64) * _GOLDEN + np.uint64(key & _MASK64))
+    return (mixed >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def _pick(u: np.ndarray, counts: list[int]) -> np.ndarray:
+    """Indices drawn with probabilities proportional to `counts` (inverse CDF)."""
+    cdf = np.cumsum(np.asarray(counts, dtype=np.float64))
+    return np.minimum(np.searchsorted(cdf / cdf[-1], u, side="right"), len(counts) - 1)
+
+
+def _table_values(table: dict[str, Any]) -> np.ndarray:
+    """Integer "values" of a binned table, or "levels" (objects; a null level stays None)."""
+    if "values" in table:
+        return np.asarray(table["values"], dtype=np.int64)
+    return np.asarray(table["levels"], dtype=object)
+
+
+def _draw(u: np.ndarray, table: dict[str, Any]) -> np.ndarray:
+    """Values of a {"levels" | "values", "counts"} table, drawn with probabilities proportional to counts."""
+    return _table_values(table)[_pick(u, table["counts"])]
+
+
+def _draw_by(u: np.ndarray, key_index: np.ndarray, tables: list[dict[str, Any]]) -> np.ndarray:
+    """Like `_draw`, from `tables[key_index]` of each row."""
+    out = np.empty(len(u), dtype=_table_values(tables[0]).dtype)
+    for key, table in enumerate(tables):
+        mask = key_index == key
+        if mask.any():
+            out[mask] = _draw(u[mask], table)
+    return out
+
+
+def _ids(prefix: str, numbers: np.ndarray, width: int = 10) -> np.ndarray:
+    """'SP0000000042'-style ids, built digit by digit (np.char.mod is far slower)."""
+    digits = (numbers[:, None] // 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)) % 10 + ord("0")
+    text = np.concatenate([np.tile(np.frombuffer(prefix.encode(), np.uint8), (len(numbers), 1)),
+                           digits.astype(np.uint8)], axis=1)
+    return np.ascontiguousarray(text).view(f"S{len(prefix) + width}").ravel().astype(str).astype(object)
+
+
+# --- patients: runs of rows inside fixed blocks ---------------------------------------------------
+
+def _stop_hazard(table: dict[str, Any]) -> np.ndarray:
+    """hazard[k] = P(a patient has exactly k stays | at least k), stays capped at BLOCK_ROWS."""
+    pmf = np.zeros(BLOCK_ROWS + 1)
+    for value, count in zip(table["values"], table["counts"]):
+        pmf[min(int(value), BLOCK_ROWS)] += count
+    at_least = np.cumsum(pmf[::-1])[::-1]
+    return np.divide(pmf, at_least, out=np.ones_like(pmf), where=at_least > 0)
+
+
+def patient_starts(seed: int, first_block: int, blocks: int, profile: dict[str, Any]) -> np.ndarray:
+    """For every row of the given blocks, whether a new patient starts there (row 0 of a block always)."""
+    hazard = _stop_hazard(profile["encounters_per_patient"])
+    rows = np.arange(first_block * BLOCK_ROWS, (first_block + blocks) * BLOCK_ROWS)
+    u = uniforms(seed, rows, "patient_break").reshape(blocks, BLOCK_ROWS)
+    starts = np.zeros((blocks, BLOCK_ROWS), dtype=bool)
+    starts[:, 0] = True
+    run = np.ones(blocks, dtype=np.int64)
+    for position in range(1, BLOCK_ROWS):
+        starts[:, position] = u[:, position] < hazard[run]
+        run = np.where(starts[:, position], 1, run + 1)
+    return starts.ravel()
+
+
+# --- the generator --------------------------------------------------------------------------------
+
+def _truncated_exponential(u: np.ndarray, scale: float, width: float) -> np.ndarray:
+    """Exponential(scale) restricted to [0, width), by inverse CDF."""
+    return -scale * np.log1p(-u * (1.0 - np.exp(-width / scale)))
+
+
+def _medication_lists(seed: int, rows: np.ndarray, profile: dict[str, Any]) -> list[list[str]]:
+    """Per row, the diabetes drugs given as drug:status (drugs drawn independently, "no" left out)."""
+    labels, level_index, offset = [], [], 0
+    for drug, table in profile["medications"].items():
+        labels += [f"{drug}:{level}" for level in table["levels"]]
+        level_index.append(offset + _pick(uniforms(seed, rows, f"drug:{drug}"), table["counts"]))
+        offset += len(table["levels"])
+    chosen = np.column_stack(level_index)
+    given = ~np.isin(chosen, [i for i, label in enumerate(labels) if label.endswith(":no")])
+    items = iter(np.asarray(labels, dtype=object)[chosen[given]].tolist())  # row by row, in drug order
+    return [list(islice(items, k)) for k in given.sum(axis=1).tolist()]
+
+
+def _cells(tables: dict[str, dict[str, Any]], buckets: int) -> list[dict[str, Any]]:
+    return [tables[str(k)] for k in range(buckets)]
+
+
+def _prior_visits(u, position: np.ndarray, tables: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Visits in the year before: inpatient stays first, the other kinds given their bucket, from the
+    tables of first stays or of later stays of a patient."""
+    out = {}
+    for history, rows in (("first", position == 0), ("later", position > 0)):
+        table = tables[history]
+        inpatient = _draw(u("prior_inpatient_visits")[rows], table["prior_inpatient_visits"])
+        cell = bucket(inpatient, INPATIENT_BUCKETS)
+        drawn = {"prior_inpatient_visits": inpatient}
+        for name in ("prior_emergency_visits", "prior_outpatient_visits"):
+            drawn[name] = _draw_by(u(name)[rows], cell, _cells(table[name], len(INPATIENT_BUCKETS)))
+        for name, values in drawn.items():
+            out.setdefault(name, np.zeros(len(position), dtype=np.int64))[rows] = values
+    return out
+
+
+def _admissions(u: np.ndarray, unplanned: np.ndarray, table: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Admission type and source, drawn jointly; a readmission (`unplanned`) is never elective, as the
+    label rule counts only unplanned admissions."""
+    types, sources = (np.array(side, dtype=object) for side in zip(*table["levels"]))
+    counts = np.asarray(table["counts"])
+    not_elective = np.flatnonzero(types != PLANNED_ADMISSION)
+    pair = np.where(unplanned, not_elective[_pick(u, counts[not_elective])], _pick(u, counts))
+    return types[pair], sources[pair]
+
+
+def _timeline(u, starts: np.ndarray, los: np.ndarray, readmitted: np.ndarray,
+              end: dt.date) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Admission day, admission minute and discharge minute (since the epoch) of every stay.
+
+    A patient's stays are chained (admission, stay, gap that follows the label, next admission) and
+    the whole history is placed at a random point of the window that still fits it, ending at the
+    latest the day before `end`. Histories longer than the window start before it.
+    """
+    first_index = np.flatnonzero(starts)[np.cumsum(starts) - 1]
+    is_last = np.append(starts[1:], True)
+    gap_u = u("gap")
+    gap = np.where(readmitted,
+                   READMIT_GAP_DAYS[0] + np.floor(_truncated_exponential(
+                       gap_u, READMIT_GAP_SCALE_DAYS, READMIT_GAP_DAYS[1] - READMIT_GAP_DAYS[0] + 1)),
+                   LATER_GAP_MIN_DAYS + np.floor(_truncated_exponential(
+                       gap_u, LATER_GAP_SCALE_DAYS, LATER_GAP_MAX_DAYS - LATER_GAP_MIN_DAYS))).astype(np.int64)
+    advance = los + np.where(is_last, 0, gap)
+    before = np.cumsum(advance) - advance
+    admit_offset = before - before[first_index]          # days from the patient's first admission
+    span = (admit_offset + los)[is_last]                  # first admission to last discharge, per patient
+    slack = np.maximum(WINDOW_DAYS - span, 0)
+    days_before_end = 1 + np.floor(u("placement")[is_last] * (slack + 1)).astype(np.int64)
+    end_day = int(np.datetime64(end, "D").astype(np.int64))
+    admit_day = (end_day - days_before_end - span)[np.cumsum(starts) - 1] + admit_offset
+    admit_minute = admit_day * 1440 + np.floor(u("admit_minute") * 1440).astype(np.int64)
+    discharge_minute = (admit_day + los) * 1440 + DISCHARGE_MINUTES[0] + np.floor(
+        u("discharge_minute") * (DISCHARGE_MINUTES[1] - DISCHARGE_MINUTES[0])).astype(np.int64)
+    return admit_day, admit_minute, discharge_minute
+
+
+def _generate_blocks(first_block: int, blocks: int, seed: int, end: dt.date) -> pd.DataFrame:
+    """Canonical encounters of whole blocks: every patient complete."""
+    p = load_profile()
+    rows = np.arange(first_block * BLOCK_ROWS, (first_block + blocks) * BLOCK_ROWS, dtype=np.int64)
+    n = len(rows)
+    starts = patient_starts(seed, first_block, blocks, p)
+    first_index = np.flatnonzero(starts)[np.cumsum(starts) - 1]   # index of the patient's first row
+    position = np.arange(n) - first_index
+    is_last = np.append(starts[1:], True)
+    first_row = rows[first_index]
+
+    def u(stream: str, per_patient: bool = False) -> np.ndarray:
+        return uniforms(seed, first_row if per_patient else rows, stream)
+
+    cat = p["categorical"]
+    groups = cat["principal_group"]["levels"]
+    group_index = _pick(u("principal_group"), cat["principal_group"]["counts"])
+    group = np.asarray(groups, dtype=object)[group_index]
+
+    def by_group(stream: str, tables: dict[str, dict[str, Any]]) -> np.ndarray:
+        return _draw_by(u(stream), group_index, [tables[g] for g in groups])
+
+    los = by_group("length_of_stay_days", p["length_of_stay_days"])
+    stay_cell = group_index * len(STAY_BUCKETS) + bucket(los, STAY_BUCKETS)
+    stay_keys = [cell_key(g, k) for g in groups for k in range(len(STAY_BUCKETS))]
+    numeric = {name: _draw_by(u(name), stay_cell, [tables[key] for key in stay_keys])
+               for name, tables in p["stay_numeric"].items()}
+    prior = _prior_visits(u, position, p["prior_visits"])
+    n_codes = _draw(u("diagnosis_count"), p["diagnosis_count"])
+    diagnoses = np.column_stack([by_group(f"dx_{i}", p["codes"][f"dx_{i}"]) for i in (1, 2, 3)]).tolist()
+    for i in np.flatnonzero(n_codes < 3):
+        diagnoses[i] = diagnoses[i][:n_codes[i]]
+    band_index = np.searchsorted(np.asarray(AGE_BANDS), _draw(u("age_band", True), cat["age_band"]).astype(str))
+    first_age = band_index * 10 + np.floor(u("age_offset", True) * 10)
+    age_group = bucket(first_age, AGE_GROUP_EDGES)
+    disposition = np.where(
+        is_last, _draw_by(u("disposition"), age_group, _cells(p["disposition"]["last"], len(AGE_GROUP_EDGES))),
+        _draw_by(u("disposition"), age_group, _cells(p["disposition"]["not_last"], len(AGE_GROUP_EDGES))))
+    medications = _medication_lists(seed, rows, p)
+
+    frame = pd.DataFrame({
+        "patient_id": _ids("SP", first_row),
+        "encounter_id": _ids("SE", rows),
+        "source": SOURCE,
+        "encounter_seq": pd.array(position + 1, dtype="Int64"),
+        "sex": _draw(u("sex", True), cat["sex"]),
+        "race": _draw(u("race", True), cat["race"]),
+        "discharge_disposition": disposition,
+        "length_of_stay_days": los.astype(np.float64),
+        "diagnoses": diagnoses,
+        "icd_version": pd.array(np.full(n, 9), dtype="Int64"),
+        "number_diagnoses": pd.array(np.maximum(numeric["number_diagnoses"], n_codes), dtype="Int64"),
+        "num_procedures": pd.array(numeric["num_procedures"], dtype="Int64"),
+        "num_lab_procedures": pd.array(numeric["num_lab_procedures"], dtype="Int64"),
+        "num_medications": pd.array(numeric["num_medications"], dtype="Int64"),
+        "medication_changes": medications,
+        "diabetes_med": np.array([bool(m) for m in medications]),
+        "a1c_result": _draw(u("a1c_result"), cat["a1c_result"]),
+        "glucose_result": _draw(u("glucose_result"), cat["glucose_result"]),
+        **{name: pd.array(values, dtype="Int64") for name, values in prior.items()},
+        "payer": _draw(u("payer", True), cat["payer"]),
+        "admitting_specialty": _draw(u("admitting_specialty"), cat["admitting_specialty"]),
+    })
+    frame["age_band"] = np.asarray(AGE_BANDS)[band_index]  # provisional, for the readmission model
+
+    readmitted = u("readmitted") < readmission_probability(
+        readmission_design(frame, pd.Series(group)), p["readmission"])
+
+    follows_readmission = (position > 0) & np.roll(readmitted, 1)
+    frame["admission_type"], frame["admission_source"] = _admissions(u("admission"), follows_readmission,
+                                                                     p["admission"])
+    admit_day, admit_minute, discharge_minute = _timeline(u, starts, los, readmitted, end)
+    previous_discharge = np.roll(discharge_minute, 1)
+    frame["admit_time"] = admit_minute.astype("datetime64[m]").astype("datetime64[us]")
+    frame["discharge_time"] = discharge_minute.astype("datetime64[m]").astype("datetime64[us]")
+    frame["days_since_last_discharge"] = np.where(position > 0, (admit_minute - previous_discharge) / 1440.0, np.nan)
+
+    age = np.minimum(first_age + np.floor((admit_day - admit_day[first_index]) / 365.25), 99)
+    frame["age_years"] = age
+    frame["age_band"] = np.asarray(AGE_BANDS)[(age // 10).astype(np.int64)]
+
+    end_day = int(np.datetime64(end, "D").astype(np.int64))
+    unknown = is_last & (end_day - (admit_day + los) < LABEL_KNOWN_AFTER_DAYS)
+    frame["readmitted_30d"] = np.where(unknown, None, readmitted).astype(object)
+    frame["eligible"] = True
+    frame["ineligible_reason"] = None
+    return apply_eligibility(frame)[list(COLUMNS)]
+
+
+def generate_chunk(start_row: int, rows: int, seed: int, *, end: dt.date = DEFAULT_END) -> pd.DataFrame:
+    """Canonical encounters for global rows [start_row, start_row + rows): identical for the same
+    arguments, and the same rows whatever the chunking."""
+    if start_row < 0 or rows < 0:
+        raise ValueError(f"start_row and rows must be >= 0, got {start_row} and {rows}")
+    if rows == 0:
+        return _generate_blocks(0, 1, seed, end).iloc[:0].reset_index(drop=True)
+    first_block = start_row // BLOCK_ROWS
+    last_block = (start_row + rows - 1) // BLOCK_ROWS
+    frame = _generate_blocks(first_block, last_block - first_block + 1, seed, end)
+    offset = start_row - first_block * BLOCK_ROWS
+    return frame.iloc[offset:offset + rows].reset_index(drop=True)
+
+
+# --- the upload template --------------------------------------------------------------------------
+
+def _csv_bool(values: pd.Series) -> pd.Series:
+    return values.map({True: "true", False: "false"}).astype("object")
+
+
+def to_template_frame(encounters: pd.DataFrame) -> pd.DataFrame:
+    """Canonical encounters as upload-template text: lists joined, booleans true/false, ISO times."""
+    out = encounters[template_columns()].copy()
+    for name in ("admit_time", "discharge_time"):
+        stamps = out[name].to_numpy(dtype="datetime64[s]")
+        out[name] = np.where(np.isnat(stamps), "", np.datetime_as_string(stamps))
+    for name in ("diagnoses", "medication_changes"):
+        out[name] = [LIST_SEPARATOR.join(items) for items in out[name]]
+    for name in ("diabetes_med", "readmitted_30d"):
+        out[name] = _csv_bool(out[name])
+    for name in ("age_years", "length_of_stay_days"):  # whole numbers here: written without ".0"
+        out[name] = pd.array(out[name].round(), dtype="Int64")
+    return out
+
+
+def write_template_csv(path: str | Path, rows: int, seed: int, chunk_rows: int = 100_000,
+                       *, end: dt.date = DEFAULT_END) -> int:
+    """Write `rows` synthetic discharges as an upload-template CSV, one chunk in memory at a time.
+    Returns the number of rows written."""
+    if chunk_rows <= 0:
+        raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
+    written = 0
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        handle.write(",".join(template_columns()) + "\n")
+        for start in range(0, rows, chunk_rows):
+            chunk = to_template_frame(generate_chunk(start, min(chunk_rows, rows - start), seed, end=end))
+            chunk.to_csv(handle, header=False, index=False)
+            written += len(chunk)
+    return written
