@@ -103,6 +103,7 @@ class Warehouse:
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A fresh in-memory DuckDB connection with one view per current table."""
         con = duckdb.connect(":memory:")
+        con.execute("SET enable_progress_bar = false")  # keep server logs clean
         try:
             for table in self.current_tables():
                 glob = f"{self.table_path(table)}/*.parquet"

@@ -1,0 +1,144 @@
+"""`readmit app` serves the dashboard; `readmit demo` builds the embedded synthetic demo if needed, then serves it.
+
+    readmit app --port 8501 [--warehouse W] [--model DIR] [--address 127.0.0.1]
+    readmit demo [--port 8501] [--rows 20000] [--seed 7]
+
+`demo` is what `make run` does on a fresh clone: when the configured warehouse has no scored
+patients it runs the real pipeline (`readmit etl --source synthetic ...`, then `readmit score`),
+prints how long each step took, starts Streamlit and prints the time until the worklist answers.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+from core.config import REPO_ROOT, get_settings
+from core.errors import UserError
+from core.warehouse import read_pointer
+
+APP = REPO_ROOT / "app.py"
+DEMO_WAREHOUSE = REPO_ROOT / "data" / "warehouse"
+
+
+def register(subparsers) -> None:
+    settings = get_settings()
+    app = subparsers.add_parser("app", help="serve the Streamlit dashboard")
+    _serve_arguments(app, settings)
+    app.set_defaults(handler=run_app)
+
+    demo = subparsers.add_parser("demo", help="build the synthetic demo warehouse if missing, then serve the dashboard")
+    _serve_arguments(demo, settings)
+    demo.add_argument("--rows", type=int, default=20_000, help="synthetic encounters to generate")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--rebuild", action="store_true", help="rebuild the demo warehouse even if it exists")
+    demo.add_argument("--no-serve", action="store_true", help="build only (for timing and CI)")
+    demo.set_defaults(handler=run_demo)
+
+
+def _serve_arguments(parser: argparse.ArgumentParser, settings) -> None:
+    parser.add_argument("--port", type=int, default=8501)
+    parser.add_argument("--address", default="127.0.0.1", help="interface to listen on (0.0.0.0 for all)")
+    parser.add_argument("--warehouse", default=None, help=f"warehouse root (default {settings.warehouse})")
+    parser.add_argument("--model", default=None, help=f"model folder (default {settings.model_dir})")
+
+
+def _environment(args) -> dict[str, str]:
+    env = dict(os.environ)
+    if args.warehouse:
+        env["READMIT_WAREHOUSE"] = str(args.warehouse)
+    if args.model:
+        env["READMIT_MODEL_DIR"] = str(args.model)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def streamlit_command(port: int, address: str = "127.0.0.1") -> list[str]:
+    return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
+            "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+
+
+def wait_until_ready(port: int, address: str, timeout: float = 60.0, process=None) -> float:
+    """Seconds until Streamlit's health endpoint answers ok (raises UserError after `timeout`)."""
+    start = time.perf_counter()
+    host = "127.0.0.1" if address in ("0.0.0.0", "") else address
+    while time.perf_counter() - start < timeout:
+        if process is not None and process.poll() is not None:
+            raise UserError(f"the dashboard exited with code {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return time.perf_counter() - start
+        except OSError:
+            time.sleep(0.2)
+    raise UserError(f"the dashboard did not answer on port {port} within {timeout:.0f} s")
+
+
+def _serve(args, started: float) -> int:
+    env = _environment(args)
+    process = subprocess.Popen(streamlit_command(args.port, args.address), cwd=REPO_ROOT, env=env)
+    try:
+        waited = wait_until_ready(args.port, args.address, process=process)
+        print(f"readmit: dashboard ready at http://{args.address}:{args.port}/ in {waited:.1f} s "
+              f"({time.perf_counter() - started:.1f} s since start)", flush=True)
+        return process.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def run_app(args) -> int:
+    return _serve(args, time.perf_counter())
+
+
+def _has_scores(root: str) -> bool:
+    try:
+        return "predictions" in read_pointer(root).get("tables", {})
+    except (OSError, ValueError):
+        return False
+
+
+def _step(name: str, command: list[str], env: dict[str, str]) -> float:
+    print(f"readmit demo: {name}: {' '.join(command[2:])}", flush=True)
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env)
+    took = time.perf_counter() - start
+    if result.returncode != 0:
+        raise UserError(f"{name} failed (exit code {result.returncode}); see the messages above")
+    print(f"readmit demo: {name} took {took:.1f} s", flush=True)
+    return took
+
+
+def run_demo(args) -> int:
+    started = time.perf_counter()
+    configured = args.warehouse or os.environ.get("READMIT_WAREHOUSE")
+    root = str(configured or DEMO_WAREHOUSE)
+    args.warehouse = root
+    if args.rebuild or not _has_scores(root):
+        if configured and not args.rebuild:
+            raise UserError(f"the configured warehouse {root} has no scored patients; run `readmit score "
+                            f"--warehouse {root}` or unset READMIT_WAREHOUSE to use the embedded demo")
+        env = _environment(args)
+        cli = [sys.executable, "-m", "cli.main"]
+        etl = _step("synthetic cohort through the ETL", cli + [
+            "etl", "--source", "synthetic", "--rows", str(args.rows), "--seed", str(args.seed),
+            "--warehouse", root], env)
+        score_cmd = cli + ["score", "--warehouse", root] + (["--model", args.model] if args.model else [])
+        score = _step("scoring with the shipped model", score_cmd, env)
+        print(f"readmit demo: demo warehouse built in {etl + score:.1f} s (ETL {etl:.1f} s, scoring {score:.1f} s)",
+              flush=True)
+    else:
+        print(f"readmit demo: using the existing warehouse {root}", flush=True)
+    if args.no_serve:
+        print(f"readmit demo: ready in {time.perf_counter() - started:.1f} s (not serving: --no-serve)")
+        return 0
+    return _serve(args, started)

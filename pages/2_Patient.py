@@ -1,0 +1,131 @@
+"""Patient: one encounter, its risk and why; every view is written to the audit log."""
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import streamlit as st
+
+from core import audit, dashboard
+from ui import chrome, data
+from ui.format import friendly_error, pct, synthetic_banner, tier_label
+
+log = logging.getLogger("readmit.app")
+viewer, status = chrome.page("Patient")
+st.title("Patient")
+synthetic_banner(status)
+if not status.usable:
+    st.warning(status.problem)
+    st.stop()
+
+params = st.query_params
+asked_encounter = params.get("encounter", "").strip()
+asked_patient = params.get("patient", "").strip()
+with st.form("lookup"):
+    typed = st.text_input("Patient or encounter id", value=asked_encounter or asked_patient, key="pt_lookup")
+    if st.form_submit_button("Show"):
+        value = typed.strip()
+        st.query_params.clear()
+        if value:
+            st.query_params["encounter" if value.upper().startswith("E") else "patient"] = value
+        st.rerun()
+
+if not asked_encounter and not asked_patient:
+    st.info("Choose a patient on the Worklist, or type a patient or encounter id above.")
+    st.stop()
+
+wh = data.warehouse()
+try:
+    encounter_id = dashboard.resolve_encounter(wh, asked_encounter or None, asked_patient or None)
+    if encounter_id is None and asked_encounter:  # a patient id typed into the encounter box
+        encounter_id = dashboard.resolve_encounter(wh, None, asked_encounter)
+    detail = dashboard.patient_detail(wh, encounter_id) if encounter_id else None
+except Exception:  # noqa: BLE001
+    log.exception("patient lookup failed")
+    friendly_error("this patient")
+    st.stop()
+
+who = viewer.user
+if detail is None:
+    audit.record_access(who, "patient_not_found", asked_patient or None, asked_encounter or None, page="Patient")
+    st.error(f"Not found: no patient or encounter with id '{asked_encounter or asked_patient}' in this warehouse.")
+    st.stop()
+
+audit.record_access(who, "view_patient", detail.patient_id, detail.encounter_id, page="Patient")
+enc, pred = detail.encounter, detail.prediction or {}
+
+st.subheader(f"Patient {detail.patient_id} · encounter {detail.encounter_id}")
+risk = pred.get("risk")
+if risk is None or pd.isna(risk):
+    reason = pred.get("ineligible_reason") or enc.get("ineligible_reason")
+    st.warning(f"Not scored: this discharge is not eligible for readmission measurement"
+               f"{' (' + str(reason) + ')' if reason else ''}.")
+else:
+    a, b, c = st.columns(3)
+    a.metric("Predicted 30-day readmission risk", pct(risk))
+    b.metric("Risk tier", str(pred.get("risk_tier") or "—"), help=tier_label(pred.get("risk_tier")))
+    pctile = pred.get("risk_percentile")
+    c.metric("Percentile among scored discharges", f"{pctile:.0f}" if pctile is not None and not pd.isna(pctile) else "—")
+    st.markdown(f"**{tier_label(pred.get('risk_tier'))}.**")
+    reasons = [pred.get(f"reason_{i}") for i in (1, 2, 3)]
+    reasons = [r for r in reasons if r and not (isinstance(r, float) and pd.isna(r))]
+    if reasons:
+        st.markdown("**Main reasons for this score:**\n" + "\n".join(f"{i}. {r}" for i, r in enumerate(reasons, 1)))
+
+left, right = st.columns([3, 2])
+with left:
+    if not detail.contributions.empty:
+        st.plotly_chart(dashboard.waterfall_figure(detail), width="stretch")
+        st.caption("Contributions (SHAP values) computed when the model scored this discharge; the bars add up "
+                   "from the average patient's risk to this patient's risk.")
+    else:
+        st.info("No explanation stored for this discharge.")
+with right:
+    lace = detail.lace
+    if lace:
+        st.subheader(f"LACE index: {lace['total']}")
+        st.caption(f"For comparison: the classic LACE score, {lace.get('band', '')}.")
+        st.table(pd.DataFrame({"component": ["Length of stay", "Acuity (emergency admission)", "Comorbidity (Charlson)",
+                                             "Emergency visits (past year)"],
+                               "points": [lace["L"], lace["A"], lace["C"], lace["E"]]}).set_index("component"))
+
+st.subheader("The stay")
+fields = {
+    "Age band": enc.get("age_band"), "Sex": enc.get("sex"), "Race": enc.get("race"),
+    "Admitted": enc.get("admit_time"), "Discharged": enc.get("discharge_time"),
+    "Admission type": enc.get("admission_type"), "Admitted from": enc.get("admission_source"),
+    "Discharged to": enc.get("discharge_disposition"), "Length of stay (days)": enc.get("length_of_stay_days"),
+    "Admitting specialty": enc.get("admitting_specialty"), "Payer": enc.get("payer"),
+    "Procedures": enc.get("num_procedures"), "Lab tests": enc.get("num_lab_procedures"),
+    "Medications": enc.get("num_medications"),
+    "HbA1c": enc.get("a1c_result") or "not measured", "Max glucose": enc.get("glucose_result") or "not measured",
+    "Outpatient visits, past year": enc.get("prior_outpatient_visits"),
+    "Emergency visits, past year": enc.get("prior_emergency_visits"),
+    "Inpatient stays, past year": enc.get("prior_inpatient_visits"),
+}
+shown = pd.DataFrame({"": list(fields), "value": ["—" if v is None or (not isinstance(v, str) and pd.isna(v))
+                                                  else str(v) for v in fields.values()]})
+c1, c2 = st.columns(2)
+half = (len(shown) + 1) // 2
+c1.table(shown.iloc[:half].set_index(""))
+c2.table(shown.iloc[half:].set_index(""))
+
+d1, d2 = st.columns(2)
+with d1:
+    st.subheader("Diagnoses")
+    if detail.diagnoses.empty:
+        st.write("None recorded.")
+    else:
+        st.dataframe(detail.diagnoses, hide_index=True, width="stretch")
+with d2:
+    st.subheader("Diabetes medications at discharge")
+    if detail.medications.empty:
+        st.write("None recorded.")
+    else:
+        st.dataframe(detail.medications, hide_index=True, width="stretch")
+
+st.subheader("Other stays of this patient")
+if detail.other_encounters.empty:
+    st.write("No other stays on record.")
+else:
+    st.dataframe(detail.other_encounters, hide_index=True, width="stretch")

@@ -1,0 +1,71 @@
+"""Upload: score a discharges CSV (or a Diabetes 130 file) without storing it."""
+from __future__ import annotations
+
+import logging
+
+import streamlit as st
+
+from core import dashboard
+from core.errors import UserError
+from ui import chrome, data
+from ui.format import friendly_error, synthetic_banner
+
+log = logging.getLogger("readmit.app")
+viewer, status = chrome.page("Upload")
+st.title("Upload")
+synthetic_banner(status)
+st.markdown("Score a file of discharges: one row per discharge, in the template's columns (or a Diabetes 130 "
+            "extract). Rows with problems are listed with their row number, column and problem; the other rows "
+            "are scored. **Nothing you upload is stored**: the file is read, scored and discarded.")
+st.download_button("Download the template (CSV)", data=dashboard.template_csv(), file_name="discharges_template.csv",
+                   mime="text/csv", key="up_template", on_click="ignore")
+uploaded = st.file_uploader("Discharges file", type=["csv"], key="up_file",
+                            help="Size limit: see server.maxUploadSize in .streamlit/config.toml.")
+if uploaded is None:
+    st.stop()
+
+model_dir = data.settings().model_dir
+try:
+    service = data.scoring_service(model_dir)
+except Exception:  # noqa: BLE001
+    log.exception("model could not be loaded from %s", model_dir)
+    st.error(f"The model could not be loaded from {model_dir}. Train or publish one (`readmit train`), or set "
+             "READMIT_MODEL_DIR.")
+    st.stop()
+
+with st.spinner("Checking and scoring…"):
+    try:
+        result = dashboard.score_upload(service, uploaded.getvalue(), uploaded.name,
+                                        warehouse=status.root if status.usable else None)
+    except UserError as error:  # a file we cannot read at all: one clear line
+        st.error(f"This file cannot be read: {error}")
+        st.stop()
+    except Exception:  # noqa: BLE001
+        log.exception("scoring an upload failed")
+        friendly_error("the scored file")
+        st.stop()
+
+scored = len(result.predictions)
+bad_rows = result.errors["row"].dropna().nunique() if not result.errors.empty else 0
+a, b = st.columns(2)
+a.metric("Rows scored", f"{scored:,}")
+b.metric("Rows with problems", f"{bad_rows:,}")
+if not result.errors.empty:
+    st.subheader("Problems found")
+    st.dataframe(result.errors, hide_index=True, width="stretch", key="up_errors",
+                 column_config={"row": st.column_config.NumberColumn("Row", help="1 = first data row under the header"),
+                                "column": "Column", "problem": st.column_config.TextColumn("Problem", width="large")})
+if scored:
+    st.subheader("Scored discharges, highest risk first")
+    shown = [c for c in ("rank", "patient_id", "encounter_id", "risk", "risk_tier", "risk_percentile", "reason_1",
+                         "reason_2", "reason_3", "problem") if c in result.predictions.columns]
+    view = result.predictions[shown].copy()
+    if "risk" in view:
+        view["risk"] = (view["risk"] * 100).round(1)
+    st.dataframe(view, hide_index=True, width="stretch", key="up_scored",
+                 column_config={"rank": "#", "patient_id": "Patient", "encounter_id": "Encounter",
+                                "risk": st.column_config.NumberColumn("Risk %", format="%.1f"), "risk_tier": "Tier",
+                                "risk_percentile": "Percentile", "reason_1": "Reason 1", "reason_2": "Reason 2",
+                                "reason_3": "Reason 3", "problem": "Not scored because"})
+    st.download_button("Download the scored rows (CSV)", data=dashboard.safe_csv(result.predictions),
+                       file_name="scored_discharges.csv", mime="text/csv", key="up_download", on_click="ignore")

@@ -1,0 +1,308 @@
+"""Dashboard: core queries (DuckDB, parameterized) and every page through Streamlit's AppTest.
+
+The warehouses are fake (tests/fixtures/app/make_warehouse.py): one synthetic (demo mode), one that
+claims a real source (sign-in required)."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import audit, dashboard
+from core.warehouse import Warehouse
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "app"
+sys.path.insert(0, str(FIXTURES))
+import fake_scoring  # noqa: E402
+import make_warehouse  # noqa: E402
+
+AUTH_SECRETS = {"auth": {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x" * 32,
+                         "client_id": "readmit", "client_secret": "secret",
+                         "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration"}}
+
+
+@pytest.fixture(scope="session")
+def demo_wh(tmp_path_factory) -> Path:
+    return make_warehouse.build(tmp_path_factory.mktemp("wh_demo"), patients=400, seed=3)
+
+
+@pytest.fixture(scope="session")
+def real_wh(tmp_path_factory) -> Path:
+    return make_warehouse.build(tmp_path_factory.mktemp("wh_real"), patients=60, seed=4, source="diabetes130")
+
+
+@pytest.fixture()
+def env(monkeypatch, tmp_path, demo_wh):
+    monkeypatch.setenv("READMIT_WAREHOUSE", str(demo_wh))
+    monkeypatch.setenv("READMIT_MODEL_DIR", str(tmp_path / "no-model"))
+    monkeypatch.setenv("READMIT_AUDIT_LOG", str(tmp_path / "audit.jsonl"))
+    monkeypatch.delenv("READMIT_IDLE_MINUTES", raising=False)
+    return tmp_path
+
+
+def app(**kwargs) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    for key, value in kwargs.items():
+        setattr(at, key, value)
+    return at
+
+
+def texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [e.value for e in at.error] + [i.value for i in at.info] \
+        + [w.value for w in at.warning] + [t.value for t in at.title] + [s.value for s in at.subheader] \
+        + [c.value for c in at.caption]
+    return "\n".join(str(p) for p in parts)
+
+
+# --- core ---------------------------------------------------------------------------------------
+
+def test_status_decides_synthetic_from_the_encounters(demo_wh, real_wh, tmp_path):
+    assert dashboard.data_status(str(demo_wh)).synthetic is True
+    assert dashboard.data_status(str(real_wh)).synthetic is False
+    missing = dashboard.data_status(str(tmp_path / "nothing"))
+    assert not missing.usable and "readmit demo" in missing.problem
+
+
+def test_worklist_ranks_filters_pages_and_binds_parameters(demo_wh):
+    wh = Warehouse(str(demo_wh))
+    first = dashboard.worklist(wh, dashboard.WorklistFilters(), page=1, page_size=20)
+    second = dashboard.worklist(wh, dashboard.WorklistFilters(), page=2, page_size=20)
+    assert len(first.rows) == 20 and first.total == second.total
+    risks = list(first.rows["risk_pct"]) + list(second.rows["risk_pct"])
+    assert risks == sorted(risks, reverse=True)
+    assert list(second.rows["rank"])[:1] == [21]
+    assert first.total == wh.query("SELECT count(DISTINCT patient_id) AS n FROM predictions WHERE risk IS NOT NULL")["n"][0]
+    high = dashboard.worklist(wh, dashboard.WorklistFilters(tiers=("Very high",), sexes=("Female",)), 1, 500)
+    assert set(high.rows["risk_tier"]) == {"Very high"} and set(high.rows["sex"]) == {"Female"}
+    one = first.rows["patient_id"].iloc[0]
+    found = dashboard.worklist(wh, dashboard.WorklistFilters(search=one.lower()), 1, 10)
+    assert set(found.rows["patient_id"]) == {one}
+    hostile = dashboard.worklist(wh, dashboard.WorklistFilters(search="' OR 1=1 --"), 1, 10)
+    assert hostile.total == 0 and hostile.rows.empty
+
+
+def test_materialized_worklist_matches_the_warehouse_query(demo_wh):
+    wh = Warehouse(str(demo_wh))
+    index = dashboard.WorklistIndex(wh)
+    for filters in (dashboard.WorklistFilters(), dashboard.WorklistFilters(tiers=("High",), races=("Caucasian",)),
+                    dashboard.WorklistFilters(search="P0001", latest_stay_only=False)):
+        direct, cached = dashboard.worklist(wh, filters, 2, 7, 0.2), dashboard.worklist(index, filters, 2, 7, 0.2)
+        assert direct.total == cached.total
+        pd.testing.assert_frame_equal(direct.rows, cached.rows)
+    assert dashboard.count_worklist(index, dashboard.WorklistFilters(search="x'; DROP TABLE worklist; --")) == 0
+    assert dashboard.count_worklist(index) == dashboard.count_worklist(wh)
+
+
+def test_capacity_sets_threshold_and_tradeoff(demo_wh):
+    wh = Warehouse(str(demo_wh))
+    small, large = dashboard.capacity_tradeoff(wh, 1), dashboard.capacity_tradeoff(wh, 3)
+    assert small.threshold > large.threshold
+    assert small.flagged_fraction < large.flagged_fraction
+    assert 0 <= small.sensitivity <= large.sensitivity <= 1
+    assert small.labelled > 0 and "known outcome" in small.basis
+
+
+def test_patient_detail_and_unknown_ids(demo_wh):
+    wh = Warehouse(str(demo_wh))
+    top = dashboard.worklist(wh, page_size=1).rows.iloc[0]
+    detail = dashboard.patient_detail(wh, top["encounter_id"])
+    assert detail.patient_id == top["patient_id"]
+    assert not detail.diagnoses.empty and detail.diagnoses["description"].str.len().min() > 0
+    assert not detail.contributions.empty
+    assert set(detail.lace) >= {"L", "A", "C", "E", "total"}
+    assert dashboard.resolve_encounter(wh, "E9999999") is None
+    assert dashboard.resolve_encounter(wh, None, "NOBODY") is None
+    assert dashboard.patient_detail(wh, "E9999999") is None
+    dashboard.waterfall_figure(detail)  # builds
+
+
+def test_hospital_benchmark_keeps_missing_values_missing(demo_wh):
+    wh = Warehouse(str(demo_wh))
+    options = dashboard.hospital_options(wh)
+    frames = [dashboard.hospital_benchmark(wh, f) for f in options["facility_id"]]
+    table = pd.concat(frames)
+    assert {"ratio FY2025", "ratio FY2024", "state median", "national median", "change"} <= set(table.columns)
+    missing = table[table["ratio FY2025"].isna()]
+    assert len(missing) and set(missing["status"]) <= {dashboard.TOO_FEW, dashboard.NOT_AVAILABLE}
+    assert dashboard.display_ratio(None) == dashboard.TOO_FEW
+    assert dashboard.hospital_benchmark(wh, "999999") is None
+
+
+def test_csv_export_neutralizes_formulas():
+    frame = pd.DataFrame({"=cmd": ["=HYPERLINK(\"x\")", "+1", "-2", "@SUM(A1)", "\tx", "safe", None],
+                          "n": [1, 2, 3, 4, 5, 6, 7]})
+    lines = dashboard.safe_csv(frame).decode().splitlines()
+    assert lines[0].startswith("'=cmd")
+    cells = [line.split(",")[0] for line in lines[1:]]
+    assert all(c.startswith(("'", '"\'')) for c in cells[:5]) and cells[5] == "safe"
+
+
+def test_audit_log_appends_json_lines(tmp_path):
+    path = tmp_path / "a" / "audit.jsonl"
+    audit.record_access("nurse@example.org", "view_patient", "P1", "E1", page="Patient", path=path)
+    audit.record_access("nurse@example.org", "view_patient", "P2", "E2", page="Patient", path=path)
+    records = list(audit.read_records(path))
+    assert [r["patient_id"] for r in records] == ["P1", "P2"] and records[0]["user"] == "nurse@example.org"
+
+
+# --- pages --------------------------------------------------------------------------------------
+
+def test_home_shows_cohort_and_demo_banner(env):
+    at = app().run()
+    assert not at.exception
+    labels = {m.label: m.value for m in at.metric}
+    assert {"Discharges", "Eligible patients", "Eligible discharges scored"} <= set(labels)
+    assert "Demo data" in texts(at)
+
+
+def test_worklist_filters_and_opens_patient_with_audit(env):
+    at = app().run()
+    at.switch_page("pages/1_Worklist.py").run()
+    assert not at.exception
+    assert {m.label for m in at.metric} >= {"PPV", "Sensitivity", "Risk threshold"}
+    table = at.dataframe[0].value
+    assert table["risk_pct"].is_monotonic_decreasing and len(table) == 50
+    at.multiselect(key="f_tiers").select("Very high").run()
+    assert set(at.dataframe[0].value["risk_tier"].str.contains("Very high")) == {True}
+    at.number_input(key="capacity_widget").set_value(5).run()
+    assert at.session_state["capacity_calls"] == 5
+    top = at.dataframe[0].value.iloc[0]
+    at.button(key="wl_open").click().run()
+    assert not at.exception
+    body = texts(at)
+    assert f"Patient {top['patient_id']}" in body and "Main reasons for this score" in body
+    records = list(audit.read_records(env / "audit.jsonl"))
+    assert records[-1]["patient_id"] == top["patient_id"] and records[-1]["action"] == "view_patient"
+    assert records[-1]["user"] == "demo (not signed in)"
+
+
+def test_patient_unknown_id_says_not_found(env):
+    at = app()
+    at.query_params["encounter"] = "E0000000-missing"
+    at.run()
+    at.switch_page("pages/2_Patient.py")
+    at.query_params["encounter"] = "E0000000-missing"
+    at.run()
+    assert not at.exception
+    assert any("Not found" in e.value for e in at.error)
+    assert not [s for s in at.subheader if s.value.startswith("Patient ")]
+    assert list(audit.read_records(env / "audit.jsonl"))[-1]["action"] == "patient_not_found"
+
+
+def test_upload_lists_row_errors_and_scores_valid_rows(env, monkeypatch):
+    import ui.data
+    monkeypatch.setattr(ui.data, "scoring_service", lambda model_dir: fake_scoring.load())
+    at = app().run()
+    at.switch_page("pages/3_Upload.py").run()
+    assert not at.exception and at.get("download_button")
+    # AppTest has no file-upload element: exercise the page's core call with the real fixture file
+    result = dashboard.score_upload(fake_scoring.load(), (FIXTURES / "upload_one_bad_row.csv").read_bytes(),
+                                    "mine.csv")
+    assert result.errors[["row", "column"]].values.tolist() == [[3, "length_of_stay_days"]]
+    assert len(result.predictions) == 4 and list(result.predictions["rank"]) == [1, 2, 3, 4]
+    assert result.predictions["risk"].is_monotonic_decreasing
+
+
+def test_upload_refusal_names_the_users_file_not_the_temp_copy():
+    from core.errors import UserError
+    with pytest.raises(UserError) as caught:
+        dashboard.score_upload(fake_scoring.load(), b"", "discharges.csv")
+    assert "discharges.csv" in str(caught.value) and "readmit-upload-" not in str(caught.value)
+
+
+def test_model_quality_and_hospitals_pages(env):
+    at = app().run()
+    at.switch_page("pages/4_Model_quality.py").run()
+    assert not at.exception
+    labels = {m.label for m in at.metric}
+    assert {"AUROC, transformer", "AUROC, LACE index"} <= labels
+    assert at.table  # confusion matrix
+    at.switch_page("pages/5_Hospitals.py").run()
+    assert not at.exception
+    shown = at.dataframe[0].value
+    assert "Too few to report" in shown.to_string() or at.selectbox(key="h_pick").options
+
+
+# --- sign-in gate -------------------------------------------------------------------------------
+
+def test_real_data_without_identity_provider_is_refused(env, monkeypatch, real_wh):
+    monkeypatch.setenv("READMIT_WAREHOUSE", str(real_wh))
+    at = app().run()
+    assert not at.exception
+    assert "Sign-in required" in texts(at) and "secrets.toml" in texts(at)
+    assert not at.metric and not at.dataframe
+    at.switch_page("pages/1_Worklist.py").run()
+    assert not at.dataframe and "Sign-in required" in texts(at)
+
+
+def test_identity_provider_configured_requires_login(env, monkeypatch, real_wh):
+    monkeypatch.setenv("READMIT_WAREHOUSE", str(real_wh))
+    at = app(secrets=AUTH_SECRETS, user={"is_logged_in": False})
+    at.run()
+    assert not at.exception
+    assert at.button(key="sign_in") and not at.dataframe and not at.metric
+
+
+def test_signed_in_user_sees_data_and_is_audited(env, monkeypatch, real_wh):
+    monkeypatch.setenv("READMIT_WAREHOUSE", str(real_wh))
+    at = app(secrets=AUTH_SECRETS, user={"is_logged_in": True, "email": "coordinator@example.org", "name": "C"})
+    at.run()
+    assert not at.exception and at.metric
+    assert "Demo data" not in texts(at)
+    assert any("coordinator@example.org" in c.value for c in at.sidebar.caption)
+    at.switch_page("pages/1_Worklist.py").run()
+    at.button(key="wl_open").click().run()
+    assert list(audit.read_records(env / "audit.jsonl"))[-1]["user"] == "coordinator@example.org"
+
+
+def test_idle_session_is_signed_out(env, monkeypatch, real_wh):
+    from ui.auth import LAST_ACTIVITY
+    monkeypatch.setenv("READMIT_WAREHOUSE", str(real_wh))
+    at = app(secrets=AUTH_SECRETS, user={"is_logged_in": True, "email": "coordinator@example.org"})
+    at.run()
+    assert at.metric
+    at.session_state[LAST_ACTIVITY] = time.time() - 16 * 60
+    at.run()
+    assert at.user.get("is_logged_in") is False
+    at.run()
+    assert at.button(key="sign_in") and not at.metric
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+
+def test_cli_demo_reuses_a_scored_warehouse_and_refuses_an_unscored_one(demo_wh, tmp_path, capsys):
+    from cli.main import main
+    assert main(["demo", "--warehouse", str(demo_wh), "--no-serve"]) == 0
+    assert "using the existing warehouse" in capsys.readouterr().out
+    assert main(["demo", "--warehouse", str(tmp_path / "empty"), "--no-serve"]) == 2
+    assert "no scored patients" in capsys.readouterr().err
+
+
+def test_cli_app_runs_streamlit_on_the_requested_port():
+    from cli.app_commands import APP, streamlit_command
+    command = streamlit_command(8599)
+    assert command[1:4] == ["-m", "streamlit", "run"] and str(APP) in command
+    assert command[command.index("--server.port") + 1] == "8599"
+
+
+def test_model_quality_shows_the_model_folder(env, monkeypatch):
+    import plotly.graph_objects as go
+    folder = env / "model"
+    (folder / "figures").mkdir(parents=True)
+    (folder / "metrics.json").write_text('{"comparison": [{"model": "transformer", "auroc": 0.68, "n": 100},'
+                                         ' {"model": "lace", "auroc": 0.61, "n": 100},'
+                                         ' {"model": "mllib_gbt", "auroc": 0.66, "n": 100}]}')
+    (folder / "figures" / "roc.json").write_text(go.Figure(go.Scatter(x=[0, 1], y=[0, 1])).to_json())
+    (folder / "README.md").write_text("# Model card\n\nIntended use: ranking recent discharges for a call.")
+    monkeypatch.setenv("READMIT_MODEL_DIR", str(folder))
+    at = app().run()
+    at.switch_page("pages/4_Model_quality.py").run()
+    assert not at.exception
+    comparison = [d.value for d in at.dataframe if "model" in d.value.columns]
+    assert comparison and set(comparison[0]["model"]) == {"transformer", "lace", "mllib_gbt"}
+    assert "Intended use" in texts(at)

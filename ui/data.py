@@ -1,0 +1,165 @@
+"""Cached access to core for the pages: `st.cache_resource` for connections and the model,
+`st.cache_data` for query results. Cache keys include the warehouse pointer, so a new ETL or
+scoring run is picked up without restarting the app."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import pandas as pd
+import streamlit as st
+
+from core import dashboard
+from core.config import Settings
+from core.warehouse import POINTER_FILE, Warehouse, _local
+
+
+def settings() -> Settings:
+    """Read on every run (cheap): the environment is the configuration."""
+    return Settings()
+
+
+def warehouse_root() -> str:
+    return settings().warehouse
+
+
+def pointer_version(root: Optional[str] = None) -> str:
+    """Changes whenever CURRENT.json is replaced (its mtime); part of every cache key."""
+    path = _local(root or warehouse_root()) / POINTER_FILE
+    try:
+        return str(os.stat(path).st_mtime_ns)
+    except OSError:
+        return "missing"
+
+
+@st.cache_resource(show_spinner=False)
+def _warehouse(root: str, version: str) -> Warehouse:
+    return Warehouse(root)
+
+
+def warehouse() -> Warehouse:
+    root = warehouse_root()
+    return _warehouse(root, pointer_version(root))
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _status(root: str, version: str) -> dashboard.DataStatus:
+    return dashboard.data_status(root)
+
+
+def status() -> dashboard.DataStatus:
+    root = warehouse_root()
+    return _status(root, pointer_version(root))
+
+
+def _key() -> tuple[str, str]:
+    root = warehouse_root()
+    return root, pointer_version(root)
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def _summary(root: str, version: str) -> dashboard.CohortSummary:
+    return dashboard.cohort_summary(Warehouse(root))
+
+
+def summary() -> dashboard.CohortSummary:
+    return _summary(*_key())
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def _options(root: str, version: str) -> dict:
+    return dashboard.filter_options(Warehouse(root))
+
+
+def options() -> dict:
+    return _options(*_key())
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def _labelled(root: str, version: str) -> pd.DataFrame:
+    return dashboard.labelled_scores(Warehouse(root))
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def _suggested(root: str, version: str) -> int:
+    return dashboard.suggested_capacity(Warehouse(root))
+
+
+def calls_per_day() -> int:
+    """The capacity this session works with: what the user set on the Worklist, else a suggestion."""
+    if "capacity_calls" not in st.session_state:
+        st.session_state["capacity_calls"] = _suggested(*_key())
+    return int(st.session_state["capacity_calls"])
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def _capacity(root: str, version: str, calls: int) -> dashboard.CapacityResult:
+    return dashboard.capacity_tradeoff(Warehouse(root), calls, _labelled(root, version))
+
+
+def capacity(calls: int) -> dashboard.CapacityResult:
+    return _capacity(*_key(), int(calls))
+
+
+@st.cache_resource(show_spinner="Preparing the worklist…", max_entries=2)
+def _index(root: str, version: str) -> dashboard.WorklistIndex:
+    return dashboard.WorklistIndex(Warehouse(root))
+
+
+@st.cache_data(ttl=300, show_spinner=False, max_entries=200)
+def _worklist(root: str, version: str, filters: dashboard.WorklistFilters, page: int, page_size: int,
+              threshold: Optional[float]) -> dashboard.WorklistPage:
+    return dashboard.worklist(_index(root, version), filters, page, page_size, threshold)
+
+
+def worklist(filters: dashboard.WorklistFilters, page: int, page_size: int,
+             threshold: Optional[float]) -> dashboard.WorklistPage:
+    return _worklist(*_key(), filters, page, page_size, threshold)
+
+
+@st.cache_data(ttl=300, show_spinner=False, max_entries=20)
+def _export(root: str, version: str, filters: dashboard.WorklistFilters, threshold: Optional[float]) -> bytes:
+    return dashboard.safe_csv(dashboard.worklist_export(_index(root, version), filters, threshold=threshold))
+
+
+def export_csv(filters: dashboard.WorklistFilters, threshold: Optional[float]) -> bytes:
+    return _export(*_key(), filters, threshold)
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def _quality(root: str, version: str, threshold: float):
+    return dashboard.quality_view(Warehouse(root), threshold)
+
+
+def quality(threshold: float):
+    return _quality(*_key(), float(threshold))
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def model_info(model_dir: str) -> dashboard.ModelInfo:
+    return dashboard.model_info(model_dir)
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def _hospitals(root: str, version: str) -> pd.DataFrame:
+    return dashboard.hospital_options(Warehouse(root))
+
+
+def hospitals() -> pd.DataFrame:
+    return _hospitals(*_key())
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def _benchmark(root: str, version: str, facility_id: str):
+    return dashboard.hospital_benchmark(Warehouse(root), facility_id)
+
+
+def benchmark(facility_id: str):
+    return _benchmark(*_key(), facility_id)
+
+
+@st.cache_resource(show_spinner="Loading the model…")
+def scoring_service(model_dir: str):
+    """The model, loaded once per process (never trained here)."""
+    from core.scoring import ScoringService
+    return ScoringService.load(model_dir)
