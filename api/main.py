@@ -1,0 +1,87 @@
+"""The app factory. `readmit api` serves `create_app` through uvicorn (`factory=True`), one app per worker.
+
+The scoring service is loaded once per worker, in `lifespan`, from `READMIT_MODEL_DIR` (default
+models/champion). Torch runs with `READMIT_TORCH_THREADS` intra-op threads (default 1): on a small
+machine several single-threaded workers beat one multi-threaded worker, and torch's default (one
+thread per core in every worker) oversubscribes the CPU.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Any, Callable, Optional
+
+from fastapi import FastAPI
+
+from api.deps import MicroBatcher, SerializedScorer
+from api.logging import AccessLogMiddleware, configure_access_logger
+from api.metrics import ApiMetrics
+from api.routes import health, metrics, predict
+from api.security import ApiSettings
+from core.config import Settings
+
+log = logging.getLogger(__name__)
+
+ScorerLoader = Callable[[str], Any]
+
+
+def load_scoring_service(model_dir: str) -> Any:
+    from core.scoring import ScoringService  # imports torch: only when the app starts
+    return ScoringService.load(model_dir)
+
+
+def _set_torch_threads(threads: int) -> None:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a runtime dependency
+        return
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(threads)
+    except RuntimeError:  # already set in this process
+        pass
+
+
+def _paths(router: Any) -> set[str]:
+    return {route.path for route in router.routes if hasattr(route, "path")}
+
+
+def create_app(api_settings: Optional[ApiSettings] = None, settings: Optional[Settings] = None,
+               scorer_loader: Optional[ScorerLoader] = None) -> FastAPI:
+    api_settings = api_settings or ApiSettings()  # raises without a key unless insecure_no_auth
+    settings = settings or Settings()
+    loader = scorer_loader or load_scoring_service
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        _set_torch_threads(settings.torch_threads)
+        app.state.scorer = SerializedScorer(loader(settings.model_dir))
+        app.state.batcher = MicroBatcher(app.state.scorer, on_call=app.state.metrics.microbatch_rows.observe)
+        await app.state.batcher.start()
+        log.info("model %s loaded from %s", app.state.scorer.model_version, settings.model_dir)
+        batcher = app.state.batcher
+        yield
+        await batcher.stop()
+        app.state.scorer = app.state.batcher = None
+
+    app = FastAPI(title="Readmission risk API", version="1.0",
+                  description="30-day hospital readmission risk for one discharge or a batch. "
+                              "Send `Authorization: Bearer KEY` or `X-API-Key: KEY`.",
+                  lifespan=lifespan, max_body_size=api_settings.max_body_bytes)
+    app.state.api_settings = api_settings
+    app.state.scorer = None
+    app.state.metrics = ApiMetrics()
+    for module in (health, predict, metrics):
+        app.include_router(module.router)
+
+    known = {path for module in (health, predict, metrics) for path in _paths(module.router)}
+    known |= {p for p in (app.docs_url, app.redoc_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url) if p}
+
+    def route_of(path: str) -> str:  # bounded label set for logs and metrics
+        return path if path in known else "unmatched"
+
+    configure_access_logger()
+    app.add_middleware(AccessLogMiddleware, route_of=route_of,
+                       model_version=lambda: getattr(app.state.scorer, "model_version", None),
+                       on_done=app.state.metrics.observe_request)
+    return app

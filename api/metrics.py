@@ -1,0 +1,50 @@
+"""Prometheus metrics: request counts, request latency and the distribution of served risks.
+
+Each app owns its registry (tests build many apps). With several uvicorn workers, `readmit api`
+sets `PROMETHEUS_MULTIPROC_DIR` and `/metrics` aggregates every worker's values.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+RISK_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+
+
+class ApiMetrics:
+    def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.registry = None if self.multiprocess else CollectorRegistry(auto_describe=True)
+        kwargs = {} if self.multiprocess else {"registry": self.registry}
+        self.requests = Counter("readmit_api_requests", "HTTP requests by route and status",
+                                ("method", "route", "status"), **kwargs)
+        self.latency = Histogram("readmit_api_request_seconds", "Request latency (server side)",
+                                 ("method", "route"), buckets=LATENCY_BUCKETS, **kwargs)
+        self.risk = Histogram("readmit_api_risk", "Served 30-day readmission risks (eligible encounters)",
+                              buckets=RISK_BUCKETS, **kwargs)
+        self.microbatch_rows = Histogram("readmit_api_microbatch_rows", "Rows per /predict scoring call",
+                                         buckets=(1, 2, 4, 8, 16, 32, 64), **kwargs)
+        self.ineligible = Counter("readmit_api_ineligible", "Scored encounters that were not eligible",
+                                  **kwargs)
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+
+    def observe_risks(self, risks: Iterable[float | None]) -> None:
+        for risk in risks:
+            if risk is None:
+                self.ineligible.inc()
+            else:
+                self.risk.observe(risk)
+
+    def exposition(self) -> tuple[bytes, str]:
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,1 @@
+"""Route modules: thin handlers that validate, call the scorer and map its frame to responses."""

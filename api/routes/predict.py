@@ -1,0 +1,65 @@
+"""POST /predict, /predict/batch and /explain."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, HTTPException, status
+
+from api.deps import PROTECTED, BatcherDep, MetricsDep, ScorerDep, SettingsDep
+from api.schemas import (BatchPrediction, BatchRequest, EncounterRequest, Explanation, Prediction,
+                         explanation_from, prediction_from_row, to_canonical_frame)
+
+ERRORS = {400: {"description": "body is not valid JSON"},
+          401: {"description": "missing or invalid API key"},
+          413: {"description": "request body (or batch) too large"},
+          422: {"description": "invalid encounter: field-level messages in `detail`"},
+          503: {"description": "model not loaded"}}
+
+_EXAMPLE = EncounterRequest.model_config["json_schema_extra"]["examples"][0]
+# The schema's own example, shown in /docs and sent as is by schemathesis's examples phase.
+OneEncounter = Annotated[EncounterRequest, Body(openapi_examples={"typical": {
+    "summary": "A typical discharge", "value": _EXAMPLE}})]
+Batch = Annotated[BatchRequest, Body(openapi_examples={"two": {
+    "summary": "Two discharges", "value": {"encounters": [_EXAMPLE, {**_EXAMPLE, "encounter_id": "E0004568",
+                                                                     "prior_inpatient_visits": 0}]}}})]
+
+router = APIRouter(tags=["scoring"], dependencies=PROTECTED, responses=ERRORS)
+
+
+@router.post("/predict", response_model=Prediction, summary="Risk, tier and top reasons for one encounter")
+async def predict(encounter: OneEncounter, batcher: BatcherDep, metrics: MetricsDep) -> Prediction:
+    row = await batcher.score(encounter)  # scored with concurrent requests, exactly as if alone
+    out = Prediction(**prediction_from_row(row, batcher.scorer.model_version))
+    metrics.observe_risks([out.risk])
+    return out
+
+
+@router.post("/predict/batch", response_model=BatchPrediction,
+             summary="Risks for up to READMIT_API_MAX_BATCH encounters (default 1000)")
+def predict_batch(batch: Batch, scorer: ScorerDep, settings: SettingsDep, metrics: MetricsDep
+                  ) -> BatchPrediction:
+    if len(batch.encounters) > settings.max_batch:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
+                            detail=f"{len(batch.encounters)} encounters in one batch; the limit is "
+                                   f"{settings.max_batch} (READMIT_API_MAX_BATCH)")
+    ids = [e.encounter_id for e in batch.encounters]
+    if len(set(ids)) != len(ids):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            detail=[{"type": "value_error", "loc": ["body", "encounters"],
+                                     "msg": "encounter_id values must be unique within a batch"}])
+    scored = scorer.score_encounters(to_canonical_frame(batch.encounters), explain=True, top_reasons=3)
+    by_id = {row["encounter_id"]: row for row in scored.to_dict(orient="records")}
+    predictions = [Prediction(**prediction_from_row(by_id[i], scorer.model_version)) for i in ids]
+    metrics.observe_risks(p.risk for p in predictions)
+    return BatchPrediction(model_version=scorer.model_version, count=len(predictions), predictions=predictions)
+
+
+@router.post("/explain", response_model=Explanation,
+             summary="Full attribution for one encounter, grouped by feature")
+def explain(encounter: OneEncounter, scorer: ScorerDep, metrics: MetricsDep) -> Explanation:
+    frame = to_canonical_frame([encounter])
+    scored = scorer.score_encounters(frame, explain=True, top_reasons=3)
+    explained = scorer.explain_one(frame) if scored["risk"].notna().iloc[0] else {}
+    out = Explanation(**explanation_from(scored.iloc[0].to_dict(), explained, scorer.model_version))
+    metrics.observe_risks([out.risk])
+    return out

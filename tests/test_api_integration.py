@@ -1,0 +1,182 @@
+"""The API over real HTTP: `readmit api` (uvicorn) on 127.0.0.1 with the real scoring service.
+
+The model is a tiny, untrained transformer saved in the Hugging Face format with the preprocessing
+fitted on the head of the real Diabetes 130 file, so the test does not wait for a trained champion
+and still runs every real step: `ScoringService.load` -> features -> encoding -> forward pass ->
+calibration -> explanations. Then schemathesis fuzzes every operation in /openapi.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from core.schema import EncounterIn
+
+REPO = Path(__file__).resolve().parent.parent
+KEY = "integration-key-0123456789abcdef"
+EXAMPLE = EncounterIn.model_config["json_schema_extra"]["examples"][0]
+
+
+TIERS = ("Very high", "High", "Medium", "Low")
+
+
+def build_tiny_model_dir(out: Path, diabetes_csv: Path, nrows: int = 2000) -> Path:
+    """A complete, untrained model folder (config, weights, preprocessing, calibration, thresholds)."""
+    from core.features import build_features
+    from core.sources import diabetes130
+    from models.calibration import Calibrator
+    from tests.test_scoring_helpers import fit_preprocessing, read_diabetes, tiny_model
+
+    prep = fit_preprocessing(build_features(diabetes130.to_canonical(read_diabetes(diabetes_csv, nrows))))
+    out.mkdir(parents=True, exist_ok=True)
+    tiny_model(prep).save_pretrained(out)
+    prep.save(out)
+    Calibrator("identity", {}).save(out)
+    probabilities = np.linspace(0, 1, 21)
+    (out / "thresholds.json").write_text(json.dumps({
+        "tiers": [{"name": name, "min_risk": cut} for name, cut in zip(TIERS, (0.6, 0.4, 0.2, 0.0))],
+        "risk_quantiles": {"values": probabilities.tolist(), "probabilities": probabilities.tolist()}}))
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_api(model_dir: Path, port: int, workers: int = 1, extra_env: dict | None = None,
+              log_path: Path | None = None) -> subprocess.Popen:
+    env = {**os.environ, "READMIT_API_KEY": f"{KEY},second-key-0123456789abcdef", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(REPO), **(extra_env or {})}
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    return subprocess.Popen([sys.executable, "-m", "cli.main", "api", "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", str(workers), "--model", str(model_dir)],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_ready(base: str, process: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"API exited with {process.returncode}")
+        try:
+            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"API not ready after {timeout} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, diabetes_csv) -> Path:
+    return build_tiny_model_dir(tmp_path_factory.mktemp("model") / "tiny", diabetes_csv)
+
+
+@pytest.fixture(scope="module")
+def live_api(tiny_model_dir, tmp_path_factory):
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("api") / "server.log"
+    process = start_api(tiny_model_dir, port, log_path=log_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_ready(base, process)
+        except Exception:
+            raise RuntimeError(log_path.read_text()[-3000:])
+        yield base, log_path
+    finally:
+        stop(process)
+
+
+def test_live_server_scores_the_openapi_example(live_api):
+    base, _ = live_api
+    schema = httpx.get(f"{base}/openapi.json").json()
+    example = schema["components"]["schemas"]["EncounterRequest"]["examples"][0]
+    assert httpx.post(f"{base}/predict", json=example).status_code == 401
+    response = httpx.post(f"{base}/predict", json=example, headers={"Authorization": f"Bearer {KEY}"})
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert 0 <= out["risk"] <= 1 and out["risk_tier"] in ("Very high", "High", "Medium", "Low")
+    assert 1 <= len(out["reasons"]) <= 3 and all(isinstance(r, str) and r for r in out["reasons"])
+    assert out["model_version"].startswith("readmit-transformer@")
+    health = httpx.get(f"{base}/health").json()
+    assert health["status"] == "ok" and health["model_version"] == out["model_version"]
+    assert response.headers["x-request-id"]
+
+
+def test_live_server_batch_explain_and_unseen_categories(live_api):
+    base, _ = live_api
+    headers = {"X-API-Key": "second-key-0123456789abcdef"}
+    records = [{**EXAMPLE, "encounter_id": f"E{i}", "patient_id": f"P{i % 7}", "prior_inpatient_visits": i % 5,
+                "payer": f"payer-never-seen-{i}", "admitting_specialty": "Unheard-of"} for i in range(50)]
+    records[3]["discharge_disposition"] = "expired"
+    batch = httpx.post(f"{base}/predict/batch", json={"encounters": records}, headers=headers, timeout=60)
+    assert batch.status_code == 200, batch.text
+    predictions = batch.json()["predictions"]
+    assert [p["encounter_id"] for p in predictions] == [r["encounter_id"] for r in records]
+    assert predictions[3]["risk"] is None and predictions[3]["ineligible_reason"] == "died"
+    assert all(0 <= p["risk"] <= 1 for i, p in enumerate(predictions) if i != 3)
+    # one record scored alone gets the same risk as in a batch when it has no history there
+    alone = httpx.post(f"{base}/predict", json={**records[0], "patient_id": "P-alone"}, headers=headers).json()
+    first_of_patient0 = predictions[0]
+    assert alone["risk"] == pytest.approx(first_of_patient0["risk"], abs=1e-6)  # float32 batching
+    explained = httpx.post(f"{base}/explain", json=EXAMPLE, headers=headers).json()
+    points = sum(g["points"] for g in explained["groups"])
+    assert explained["base_risk"] + points == pytest.approx(explained["risk"], abs=1e-4)
+
+
+def test_live_server_validation_metrics_and_logs(live_api):
+    base, log_path = live_api
+    headers = {"Authorization": f"Bearer {KEY}"}
+    bad = httpx.post(f"{base}/predict", json={**EXAMPLE, "age_years": 300, "patient_id": "PLOGCHECK77"},
+                     headers=headers)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "age_years"]
+    huge = httpx.post(f"{base}/predict", content=b'{"x": "' + b"a" * 5_000_000 + b'"}', headers={
+        **headers, "Content-Type": "application/json"})
+    assert huge.status_code == 413
+    httpx.post(f"{base}/predict", json={**EXAMPLE, "patient_id": "PLOGCHECK77"}, headers=headers)
+    metrics = httpx.get(f"{base}/metrics", headers=headers).text
+    assert 'readmit_api_requests_total{method="POST",route="/predict",status="200"}' in metrics
+    assert "readmit_api_risk_bucket" in metrics
+    time.sleep(0.5)
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    assert any(line.get("path") == "/predict" and line.get("status") == 422 for line in lines)
+    assert "PLOGCHECK77" not in log_path.read_text() and "300" not in json.dumps(
+        [line for line in lines if line.get("status") == 422])
+
+
+def test_schemathesis_finds_no_failures(live_api, tmp_path):
+    """Fuzz every operation of /openapi.json with a valid key; bounded to well under 90 s."""
+    base, _ = live_api
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "schemathesis"), "run", f"{base}/openapi.json",
+         "-H", f"Authorization: Bearer {KEY}", "--phases", "examples,fuzzing", "--max-examples", "30",
+         "--generation-deterministic", "--request-timeout", "20", "--checks", "all",
+         "--exclude-checks", "positive_data_acceptance", "--suppress-health-check", "all",
+         "--no-color", "--report", "junit", "--report-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=85, cwd=tmp_path)
+    elapsed = time.monotonic() - started
+    print(result.stdout[-4000:])
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert elapsed < 90
