@@ -36,5 +36,11 @@ run: $(RUNTIME_STAMP)
 test: $(DEV_STAMP)
 	$(VENV)/bin/python -m pytest
 
+# Assemble the Hugging Face Space folder (.space/): app, shipped model, synthetic demo warehouse.
+space: $(RUNTIME_STAMP)
+	rm -rf .space .space-warehouse
+	$(VENV)/bin/readmit demo --no-serve --warehouse .space-warehouse
+	$(PY) scripts/build_space.py --out .space --model models/champion --warehouse .space-warehouse
+
 clean:
 	rm -rf $(VENV) data/warehouse

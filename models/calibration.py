@@ -1,0 +1,165 @@
+"""Post-hoc calibration of the raw model probability, chosen by measurement on validation.
+
+Three candidates, each a monotone non-decreasing map raw probability -> calibrated probability,
+stored as plain JSON (no pickles):
+- temperature: sigmoid(z / T), z = logit(raw): one parameter, fixes over/under-confidence only;
+- platt: sigmoid(a * z + b): also fixes the prior shift the class-weighted loss introduces;
+- isotonic: a step function fitted by isotonic regression, interpolated linearly between steps.
+
+`choose_calibrator` fits every candidate on one patient-grouped half of the validation split and
+measures log-loss and ECE on the other half (and the other way round), picks the lowest mean
+log-loss, and refits the winner on the whole validation split.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CALIBRATION_FILE = "calibration.json"
+METHODS = ("temperature", "platt", "isotonic")
+_EPS = 1e-6
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
+
+
+def log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
+    y = np.asarray(y, dtype=np.float64)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
+    """ECE over equal-frequency bins (the protocol of ../shared/EVALUATION.md)."""
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    if len(p) == 0:
+        return float("nan")
+    order = np.argsort(p, kind="mergesort")
+    total = 0.0
+    for chunk in np.array_split(order, n_bins):
+        if len(chunk):
+            total += len(chunk) * abs(p[chunk].mean() - y[chunk].mean())
+    return float(total / len(p))
+
+
+def _fit_logistic(z: np.ndarray, y: np.ndarray, with_slope_and_bias: bool) -> tuple[float, float]:
+    """Newton's method on the 1-D (or 2-D) logistic log-likelihood; deterministic and dependency free."""
+    a, b = 1.0, 0.0
+    for _ in range(100):
+        p = sigmoid(a * z + b)
+        w = np.clip(p * (1 - p), 1e-12, None)
+        if with_slope_and_bias:
+            grad = np.array([np.sum((p - y) * z), np.sum(p - y)])
+            hess = np.array([[np.sum(w * z * z), np.sum(w * z)], [np.sum(w * z), np.sum(w)]]) + 1e-9 * np.eye(2)
+            step = np.linalg.solve(hess, grad)
+            a, b = a - step[0], b - step[1]
+        else:
+            grad = np.sum((p - y) * z)
+            hess = np.sum(w * z * z) + 1e-9
+            step = np.array([grad / hess, 0.0])
+            a = a - step[0]
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return float(a), float(b)
+
+
+@dataclass
+class Calibrator:
+    """A fitted calibration map; `params` is all the state, JSON-serializable."""
+    method: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, method: str, raw: np.ndarray, y: np.ndarray) -> "Calibrator":
+        raw = np.asarray(raw, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        if method == "identity":
+            return cls("identity", {})
+        if method == "temperature":
+            a, _ = _fit_logistic(logit(raw), y, with_slope_and_bias=False)
+            a = max(a, 1e-3)  # a temperature is positive: the map stays increasing
+            return cls("temperature", {"temperature": 1.0 / a})
+        if method == "platt":
+            a, b = _fit_logistic(logit(raw), y, with_slope_and_bias=True)
+            if a <= 0:  # a decreasing map would invert the ranking: fall back to a bias-only fit
+                a = 1e-3
+            return cls("platt", {"a": a, "b": b})
+        if method == "isotonic":
+            from sklearn.isotonic import IsotonicRegression
+            iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip").fit(raw, y)
+            return cls("isotonic", {"x": [float(v) for v in iso.X_thresholds_],
+                                    "y": [float(v) for v in iso.y_thresholds_]})
+        raise ValueError(f"unknown calibration method {method!r} (choose from {', '.join(METHODS)})")
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        raw = np.asarray(raw, dtype=np.float64)
+        if self.method == "identity":
+            return raw.copy()
+        if self.method == "temperature":
+            return sigmoid(logit(raw) / self.params["temperature"])
+        if self.method == "platt":
+            return sigmoid(self.params["a"] * logit(raw) + self.params["b"])
+        if self.method == "isotonic":
+            return np.interp(raw, np.asarray(self.params["x"]), np.asarray(self.params["y"]))
+        raise ValueError(f"unknown calibration method {self.method!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "params": self.params}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> "Calibrator":
+        return cls(state["method"], dict(state.get("params", {})))
+
+    def save(self, folder: str | Path, selection: dict[str, Any] | None = None) -> Path:
+        path = Path(folder) / CALIBRATION_FILE
+        path.write_text(json.dumps({**self.to_dict(), "selection": selection or {}}, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Calibrator":
+        path = Path(folder) / CALIBRATION_FILE
+        if not path.exists():
+            return cls("identity", {})
+        return cls.from_dict(json.loads(path.read_text()))
+
+
+def grouped_halves(groups: np.ndarray, seed: int) -> np.ndarray:
+    """A boolean mask putting each group (patient) wholly in one half, chosen at random with `seed`."""
+    unique = np.unique(np.asarray(groups).astype(str))
+    rng = np.random.default_rng(seed)
+    chosen = set(unique[rng.permutation(len(unique))[: len(unique) // 2]])
+    return np.array([g in chosen for g in np.asarray(groups).astype(str)])
+
+
+def choose_calibrator(raw: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 0,
+                      methods: tuple[str, ...] = METHODS) -> tuple[Calibrator, dict[str, Any]]:
+    """Pick the calibration method with the lowest held-out log-loss (2-fold, patient-grouped halves),
+    then refit it on all the data. Returns the calibrator and the measurements behind the choice."""
+    raw = np.asarray(raw, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    half = grouped_halves(groups, seed)
+    results: dict[str, Any] = {}
+    for method in ("identity",) + tuple(methods):
+        losses, eces = [], []
+        for fit_mask in (half, ~half):
+            calibrator = Calibrator.fit(method, raw[fit_mask], y[fit_mask])
+            held_out = calibrator(raw[~fit_mask])
+            losses.append(log_loss(y[~fit_mask], held_out))
+            eces.append(expected_calibration_error(y[~fit_mask], held_out))
+        results[method] = {"held_out_log_loss": float(np.mean(losses)), "held_out_ece": float(np.mean(eces))}
+    best = min(methods, key=lambda m: results[m]["held_out_log_loss"])
+    calibrator = Calibrator.fit(best, raw, y)
+    selection = {"chosen": best, "criterion": "mean held-out log-loss, 2-fold patient-grouped halves of validation",
+                 "seed": seed, "n": int(len(y)), "candidates": results}
+    return calibrator, selection
