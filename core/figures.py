@@ -1,0 +1,177 @@
+"""Plotly figure builders for model quality: pure functions from `core.metrics` results to Figures.
+
+Every builder takes what `core.metrics.evaluate_predictions` returns (one dict per model, usually as
+`{model name: result}`) and returns a `plotly.graph_objects.Figure`; nothing is computed here that
+the metrics did not already compute, and nothing is drawn to a screen. `readmit evaluate` saves
+them as plotly JSON; the dashboard shows the same figures.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+Results = Mapping[str, Mapping[str, Any]]
+
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+_LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=60, b=50), legend=dict(x=1.02, y=1))
+
+
+def _color(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def _fmt(value: Optional[float], digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _auroc_label(name: str, result: Mapping[str, Any]) -> str:
+    overall = result["overall"]
+    ci = overall.get("auroc_ci") or [None, None]
+    interval = f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci[0] is not None else ""
+    return f"{name}: AUROC {_fmt(overall.get('auroc'))}{interval}"
+
+
+def roc_figure(results: Results, title: str = "ROC curve") -> go.Figure:
+    fig = go.Figure()
+    for i, (name, result) in enumerate(results.items()):
+        roc = result["curves"]["roc"]
+        fig.add_trace(go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", name=_auroc_label(name, result),
+                                 line=dict(color=_color(i), width=2)))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
+                             line=dict(color="#999", dash="dot", width=1)))
+    fig.update_layout(title=title, xaxis_title="false positive rate (1 - specificity)",
+                      yaxis_title="true positive rate (sensitivity)", **_LAYOUT)
+    fig.update_xaxes(range=[0, 1])
+    fig.update_yaxes(range=[0, 1])
+    return fig
+
+
+def pr_figure(results: Results, title: str = "Precision-recall curve") -> go.Figure:
+    fig = go.Figure()
+    prevalence = None
+    for i, (name, result) in enumerate(results.items()):
+        pr = result["curves"]["pr"]
+        overall = result["overall"]
+        prevalence = overall.get("prevalence")
+        fig.add_trace(go.Scatter(x=pr["recall"], y=pr["precision"], mode="lines",
+                                 name=f"{name}: AUPRC {_fmt(overall.get('auprc'))}",
+                                 line=dict(color=_color(i), width=2)))
+    if prevalence is not None:
+        fig.add_trace(go.Scatter(x=[0, 1], y=[prevalence, prevalence], mode="lines",
+                                 name=f"prevalence {prevalence:.3f}", line=dict(color="#999", dash="dot", width=1)))
+    fig.update_layout(title=title, xaxis_title="recall (sensitivity)", yaxis_title="precision (PPV)", **_LAYOUT)
+    fig.update_xaxes(range=[0, 1])
+    fig.update_yaxes(range=[0, 1])
+    return fig
+
+
+def reliability_figure(results: Results, title: str = "Calibration (10 equal-frequency bins)") -> go.Figure:
+    fig = go.Figure()
+    top = 0.0
+    for i, (name, result) in enumerate(results.items()):
+        points = result["reliability"]
+        overall = result["overall"]
+        x = [pt["mean_predicted"] for pt in points]
+        y = [pt["observed_rate"] for pt in points]
+        top = max([top] + x + [pt["upper"] for pt in points if pt["upper"] is not None])
+        fig.add_trace(go.Scatter(
+            x=x, y=y, mode="lines+markers", line=dict(color=_color(i)),
+            name=f"{name}: ECE {_fmt(overall.get('ece'))}, slope {_fmt(overall.get('calibration_slope'), 2)}",
+            error_y=dict(type="data", symmetric=False,
+                         array=[(pt["upper"] or 0) - pt["observed_rate"] for pt in points],
+                         arrayminus=[pt["observed_rate"] - (pt["lower"] or 0) for pt in points], thickness=1),
+            customdata=[[pt["n"], pt["positives"]] for pt in points],
+            hovertemplate="predicted %{x:.3f}<br>observed %{y:.3f}<br>n=%{customdata[0]}, "
+                          "readmitted=%{customdata[1]}<extra></extra>"))
+    limit = min(1.0, top * 1.1 + 0.01)
+    fig.add_trace(go.Scatter(x=[0, limit], y=[0, limit], mode="lines", name="perfect calibration",
+                             line=dict(color="#999", dash="dot", width=1)))
+    fig.update_layout(title=title, xaxis_title="mean predicted risk", yaxis_title="observed readmission rate",
+                      **_LAYOUT)
+    fig.update_xaxes(range=[0, limit])
+    fig.update_yaxes(range=[0, limit])
+    return fig
+
+
+def capacity_figure(results: Results, title: str = "Flagging capacity: PPV and sensitivity") -> go.Figure:
+    """Threshold trade-off by capacity: what flagging the top k% of discharges buys."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("PPV of flagged patients", "share of readmissions caught"))
+    for i, (name, result) in enumerate(results.items()):
+        curve = result["curves"]["capacity"]
+        x = [100 * pt["fraction"] for pt in curve]
+        fig.add_trace(go.Scatter(x=x, y=[pt["ppv"] for pt in curve], mode="lines", name=name,
+                                 legendgroup=name, line=dict(color=_color(i))), row=1, col=1)
+        fig.add_trace(go.Scatter(x=x, y=[pt["sensitivity"] for pt in curve], mode="lines", name=name,
+                                 legendgroup=name, showlegend=False, line=dict(color=_color(i))), row=1, col=2)
+        prevalence = result["overall"].get("prevalence")
+    if results:
+        fig.add_trace(go.Scatter(x=[1, 50], y=[prevalence, prevalence], mode="lines", name="prevalence",
+                                 line=dict(color="#999", dash="dot", width=1)), row=1, col=1)
+    fig.update_xaxes(title_text="% of discharges flagged (highest risk first)")
+    fig.update_yaxes(range=[0, 1], row=1, col=2)
+    fig.update_layout(title=title, **_LAYOUT)
+    return fig
+
+
+def confusion_matrix_figure(counts: Mapping[str, Any], title: str = "Confusion matrix") -> go.Figure:
+    """2x2 heatmap from `core.metrics.threshold_metrics` output (tp, fp, tn, fn, threshold)."""
+    z = [[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]]
+    total = sum(sum(row) for row in z) or 1
+    text = [[f"{v}<br>({100 * v / total:.1f}%)" for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(z=z, x=["predicted: no", "predicted: readmitted"],
+                               y=["actual: no", "actual: readmitted"], text=text, texttemplate="%{text}",
+                               colorscale="Blues", showscale=False))
+    subtitle = (f"flag at risk >= {counts['threshold']:.3f}: precision {_fmt(counts.get('precision'))}, "
+                f"recall {_fmt(counts.get('recall'))}, F1 {_fmt(counts.get('f1'))}")
+    fig.update_layout(title=f"{title}<br><sub>{subtitle}</sub>", **_LAYOUT)
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def subgroup_figure(results: Results, group: str, metric: str = "auroc",
+                    title: Optional[str] = None) -> go.Figure:
+    """Bars of one metric per level of one grouping (race, sex, age band), one bar colour per model.
+
+    AUROC bars carry their patient-cluster bootstrap interval; small groups are marked with '*'.
+    """
+    fig = go.Figure()
+    for i, (name, result) in enumerate(results.items()):
+        rows = result["subgroups"].get(group, [])
+        x = [f"{row['level']}{' *' if row['small'] else ''}<br>n={row['n']}" for row in rows]
+        y = [row.get(metric) for row in rows]
+        error = None
+        if metric == "auroc":
+            upper = [((row.get("auroc_ci") or [None, None])[1] or v or 0) - (v or 0) for row, v in zip(rows, y)]
+            lower = [(v or 0) - ((row.get("auroc_ci") or [None, None])[0] or v or 0) for row, v in zip(rows, y)]
+            error = dict(type="data", symmetric=False, array=upper, arrayminus=lower, thickness=1)
+        fig.add_trace(go.Bar(x=x, y=y, name=name, marker_color=_color(i), error_y=error,
+                             customdata=[[row["positives"]] for row in rows],
+                             hovertemplate="%{x}<br>" + metric + " %{y:.3f}<br>readmitted=%{customdata[0]}"
+                                           "<extra>" + name + "</extra>"))
+    if metric == "auroc":
+        fig.add_hline(y=0.5, line=dict(color="#999", dash="dot", width=1), annotation_text="chance",
+                      annotation_position="bottom right")
+    fig.update_layout(barmode="group", title=title or f"{metric} by {group.replace('_', ' ')} (* = small group)",
+                      yaxis_title=metric, **_LAYOUT)
+    return fig
+
+
+def all_figures(results: Results, primary: Optional[str] = None,
+                threshold: Optional[str] = None) -> dict[str, go.Figure]:
+    """Every figure `readmit evaluate` saves, by file stem."""
+    figures = {"roc": roc_figure(results), "pr": pr_figure(results), "reliability": reliability_figure(results),
+               "capacity": capacity_figure(results)}
+    primary = primary or next(iter(results), None)
+    if primary is not None:
+        thresholds = results[primary].get("thresholds", {})
+        chosen = threshold if threshold in thresholds else next(iter(thresholds), None)
+        if chosen is not None:
+            figures["confusion_matrix"] = confusion_matrix_figure(
+                thresholds[chosen], title=f"{primary}: confusion matrix at '{chosen}'")
+        for group in results[primary].get("subgroups", {}):
+            figures[f"subgroup_{group}_auroc"] = subgroup_figure(results, group, "auroc")
+            figures[f"subgroup_{group}_calibration"] = subgroup_figure(
+                results, group, "ece", title=f"ECE by {group.replace('_', ' ')} (* = small group)")
+    return figures
