@@ -11,23 +11,23 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export OMP_NUM_THREADS ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test system-packages space clean
+.PHONY: run test bench system-packages space clean
 
 system-packages:
 	@command -v java >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q openjdk-17-jre-headless; }
 
-$(RUNTIME_STAMP): requirements.txt pyproject.toml
+$(RUNTIME_STAMP): requirements.txt constraints.txt pyproject.toml
 	@$(MAKE) --no-print-directory system-packages
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip==25.3
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q -r requirements.txt -c constraints.txt
 	$(PIP) install -q --no-deps -e .
 	touch $@
 
 $(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q chromium; }
-	$(PIP) install -q -r requirements-dev.txt
+	$(PIP) install -q -r requirements-dev.txt -c constraints.txt
 	touch $@
 
 run: $(RUNTIME_STAMP)
@@ -36,10 +36,18 @@ run: $(RUNTIME_STAMP)
 test: $(DEV_STAMP)
 	$(VENV)/bin/python -m pytest
 
+# Benchmarks (LightGBM is installed for the benchmark only).
+bench: $(DEV_STAMP)
+	$(PIP) install -q -r requirements-bench.txt -c constraints.txt
+	$(PY) benchmarks/model_quality.py
+	$(PY) benchmarks/scoring.py
+	$(PY) benchmarks/etl.py --rows 100000
+	$(PY) benchmarks/api_load.py
+
 # Assemble the Hugging Face Space folder (.space/): app, shipped model, synthetic demo warehouse.
 space: $(RUNTIME_STAMP)
 	rm -rf .space .space-warehouse
-	$(VENV)/bin/readmit demo --no-serve --warehouse .space-warehouse
+	$(VENV)/bin/readmit demo --no-serve --rebuild --warehouse .space-warehouse
 	$(PY) scripts/build_space.py --out .space --model models/champion --warehouse .space-warehouse
 
 clean:

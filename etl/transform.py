@@ -1,0 +1,317 @@
+"""Source-agnostic Spark steps between the adapters and the load: read, check, dedup, clean,
+patient history, features and the patient split.
+
+Row logic is never rewritten for Spark: the pure pandas functions of `core` run inside
+`mapInArrow` (Arrow batches in; out, Arrow batches of exactly the Spark schema, so nullable ints,
+lists and timestamps keep their types). Steps that need all of a patient's encounters (history, features)
+hash-partition by `patient_id`, sort within partitions and stream Arrow batches through
+`whole_patient_frames`, which holds back only the last patient of a batch, so memory stays bounded.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence
+
+import pandas as pd
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
+
+from core.errors import RowError, UserError
+from core.features import add_patient_history, build_features, sort_for_history
+from core.schema import COLUMNS, ENCOUNTER_FIELDS
+from core.validation import ColumnRule, check_header, validate_frame
+from core.warehouse import is_remote
+from etl.spark_schema import encounter_struct, feature_struct
+
+ORDER_COLUMN = "_row"          # deterministic input order, used to keep the first of duplicates
+SPLITS = ("train", "validation", "test")
+DEFAULT_RATIOS = (0.7, 0.15, 0.15)
+DEFAULT_SALT = "readmit-split-v1"
+_HASH_DIGITS = 13              # 52 bits of sha256: exact in a double
+
+
+# --- extract helpers ---------------------------------------------------------------------------
+
+def local_path(path: str) -> Optional[Path]:
+    """The local file behind `path`, or None for a remote URI."""
+    if is_remote(path):
+        return None
+    return Path(path[len("file://"):] if path.startswith("file://") else path)
+
+
+def read_text_csv(spark: SparkSession, path: str, rules: Sequence[ColumnRule], what: str) -> DataFrame:
+    """A CSV with every column as text (no type inference), plus its input order.
+
+    Fails with one line on a missing file, an empty file, a header without the required columns
+    (which is also how a non-CSV file shows up) and a header without data rows."""
+    local = local_path(path)
+    if local is not None:
+        if not local.exists():
+            raise UserError(f"{path}: file not found")
+        if local.is_file() and local.stat().st_size == 0:
+            raise UserError(f"{path}: the file is empty")
+    raw = (spark.read.option("header", True).option("inferSchema", False).option("encoding", "UTF-8")
+           .option("mode", "PERMISSIVE").csv(path))
+    if not raw.columns:
+        raise UserError(f"{path}: the file is empty")
+    require_header(raw.columns, rules, path, what)
+    if raw.limit(1).count() == 0:
+        raise UserError(f"{path}: the file has a header but no data rows")
+    return raw.withColumn(ORDER_COLUMN, F.monotonically_increasing_id())
+
+
+def require_header(columns: Sequence[str], rules: Sequence[ColumnRule], path: str, what: str) -> None:
+    """One clear line when required columns are missing (this also catches non-CSV files)."""
+    missing = [e.column for e in check_header(columns, rules)]
+    if missing:
+        shown = ", ".join(columns[:8])
+        raise UserError(f"{path}: not a {what} file: required column '{missing[0]}' is missing"
+                        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                        + f"; header starts with: {shown[:120]}")
+
+
+_ERROR_STRUCT = T.StructType([T.StructField("order", T.LongType()), T.StructField("column", T.StringType()),
+                              T.StructField("problem", T.StringType()), T.StructField("key", T.StringType())])
+
+
+def find_invalid_cells(raw: DataFrame, rules: Sequence[ColumnRule], missing_tokens: Sequence[str],
+                       check_bounds: bool, key_column: str) -> DataFrame:
+    """Every cell problem `core.validation.validate_frame` finds, computed in Spark, in input order."""
+    def problems(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            frame = batch_frame(batch)
+            errors = validate_frame(frame.drop(columns=[ORDER_COLUMN]), rules, missing_tokens, check_bounds,
+                                    first_row=0, max_errors=1000)
+            rows = [e.row for e in errors]
+            found = pd.DataFrame({"order": frame[ORDER_COLUMN].to_numpy()[rows].astype("int64"),
+                                  "column": [e.column for e in errors], "problem": [e.problem for e in errors],
+                                  "key": frame[key_column].astype(object).to_numpy()[rows]})
+            yield from arrow_batches(found, _ERROR_STRUCT)
+    return raw.mapInArrow(problems, _ERROR_STRUCT)
+
+
+def raise_first_invalid(raw: DataFrame, path: str, rules: Sequence[ColumnRule], missing_tokens: Sequence[str],
+                        check_bounds: bool, key_column: str) -> None:
+    """Stop with one line naming file, row and column when any cell is invalid.
+
+    Spark finds whether (and where) there is a problem; for a local file the exact 1-based row
+    number is then recovered by re-reading the file with pandas (only on this error path).
+    """
+    invalid = find_invalid_cells(raw, rules, missing_tokens, check_bounds, key_column)
+    first = invalid.orderBy("order", "column").limit(1).collect()
+    if not first:
+        return
+    more = invalid.count() - 1
+    suffix = f" ({more} more problem{'s' if more != 1 else ''} in the file)" if more else ""
+    local = local_path(path)
+    exact = first_local_error(local, rules, missing_tokens, check_bounds) if local else None
+    if exact is not None:
+        raise UserError(exact.as_text(str(path)) + suffix)
+    error = first[0]
+    raise UserError(f"{path}, row with {key_column} '{error['key']}', column '{error['column']}': "
+                    f"{error['problem']}{suffix}")
+
+
+def first_local_error(path: Path, rules: Sequence[ColumnRule], missing_tokens: Sequence[str],
+                      check_bounds: bool, chunk_rows: int = 200_000) -> Optional[RowError]:
+    """The first cell problem of a local CSV, with its exact data-row number (streams in chunks)."""
+    first_row = 1
+    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+        for chunk in pd.read_csv(handle, dtype=str, keep_default_na=False, chunksize=chunk_rows):
+            errors = validate_frame(chunk, rules, missing_tokens, check_bounds, first_row=first_row, max_errors=1)
+            if errors:
+                return errors[0]
+            first_row += len(chunk)
+    return None
+
+
+# --- typed Arrow batches -----------------------------------------------------------------------
+
+def batch_frame(batch: pa.RecordBatch) -> pd.DataFrame:
+    """An Arrow batch from Spark as the pandas frame `core` expects: list cells as Python lists,
+    timestamps as naive UTC."""
+    frame = batch.to_pandas()
+    for field_ in batch.schema:
+        if pa.types.is_list(field_.type):
+            frame[field_.name] = [None if v is None else list(v) for v in frame[field_.name]]
+        elif pa.types.is_timestamp(field_.type) and field_.type.tz is not None:
+            frame[field_.name] = frame[field_.name].dt.tz_convert("UTC").dt.tz_localize(None)
+    return frame
+
+
+def arrow_batches(frame: pd.DataFrame, schema: T.StructType) -> Iterator[pa.RecordBatch]:
+    """A pandas frame as Arrow batches of exactly the Spark schema (nulls stay nulls).
+
+    `safe=False` lets pandas' nanosecond timestamps become Spark's microseconds."""
+    arrow = to_arrow_schema(schema, timezone="UTC")
+    table = pa.Table.from_pandas(frame[[f.name for f in schema.fields]], schema=arrow, preserve_index=False,
+                                 safe=False)
+    yield from table.to_batches()
+
+
+def with_order(schema: T.StructType) -> T.StructType:
+    return T.StructType(schema.fields + [T.StructField(ORDER_COLUMN, T.LongType())])
+
+
+def map_rows_to_canonical(raw: DataFrame, to_canonical: Callable[[pd.DataFrame], pd.DataFrame]) -> DataFrame:
+    """Run a source's pure pandas row mapping on every batch, carrying the input order along."""
+    schema = with_order(encounter_struct())
+
+    def mapped(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            frame = batch_frame(batch)
+            out = to_canonical(frame.drop(columns=[ORDER_COLUMN]))
+            out[ORDER_COLUMN] = frame[ORDER_COLUMN].to_numpy()
+            yield from arrow_batches(out, schema)
+    return raw.mapInArrow(mapped, schema)
+
+
+# --- clean ---------------------------------------------------------------------------------------
+
+def ensure_order(encounters: DataFrame) -> DataFrame:
+    """Give sources without a file order (joins, generators) a content-based deterministic one."""
+    if ORDER_COLUMN in encounters.columns:
+        return encounters
+    content = F.to_json(F.struct(*[F.col(c) for c in COLUMNS]))
+    return encounters.withColumn(ORDER_COLUMN, F.xxhash64(content))
+
+
+def drop_duplicate_encounters(encounters: DataFrame) -> DataFrame:
+    """Keep the first row of each encounter_id in input order (ties broken by content)."""
+    encounters = ensure_order(encounters)
+    order = Window.partitionBy("encounter_id").orderBy(ORDER_COLUMN, F.xxhash64(F.to_json(F.struct(*COLUMNS))))
+    return (encounters.withColumn("_rank", F.row_number().over(order)).filter(F.col("_rank") == 1)
+            .drop("_rank"))
+
+
+BOUNDED_FIELDS = tuple(f for f in ENCOUNTER_FIELDS if f.bounds is not None and f.kind in ("int", "float"))
+
+
+def null_out_of_bounds(encounters: DataFrame) -> tuple[DataFrame, int, dict[str, int]]:
+    """Set numbers outside their documented plausible range to null; returns (cleaned, rows, flagged
+    count per column), counted in one pass.
+
+    Out-of-range values are flagged, not clipped: a stay of 900 days is a data error, not a very
+    long stay, and clipping would turn it into a believable number.
+    """
+    outside = {f.name: (F.col(f.name) < f.bounds[0]) | (F.col(f.name) > f.bounds[1]) for f in BOUNDED_FIELDS}
+    counts_row = encounters.agg(F.count(F.lit(1)).alias("_rows"), *[F.sum(F.when(cond, 1).otherwise(0)).alias(name)
+                                                                     for name, cond in outside.items()]).collect()[0]
+    counts = {name: int(counts_row[name] or 0) for name in outside}
+    cleaned = encounters
+    for name, cond in outside.items():
+        if counts[name]:
+            cleaned = cleaned.withColumn(name, F.when(cond, F.lit(None)).otherwise(F.col(name)))
+    return cleaned, int(counts_row["_rows"]), {name: n for name, n in counts.items() if n}
+
+
+# --- patient-grouped passes ----------------------------------------------------------------------
+
+def whole_patient_frames(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Re-cut a stream of frames sorted by patient so that no patient is split across two frames.
+
+    The last patient of each frame is held back and prepended to the next one; at most one
+    patient's rows are buffered beyond the current batch.
+    """
+    carry: Optional[pd.DataFrame] = None
+    for frame in frames:
+        if carry is not None:
+            frame = pd.concat([carry, frame], ignore_index=True)
+        if frame.empty:
+            carry = frame
+            continue
+        last = frame["patient_id"].iloc[-1]
+        tail = (frame["patient_id"] == last).to_numpy()
+        carry = frame[tail]
+        if (~tail).any():
+            yield frame[~tail].reset_index(drop=True)
+    if carry is not None and not carry.empty:
+        yield carry.reset_index(drop=True)
+
+
+def map_patients(df: DataFrame, fn: Callable[[pd.DataFrame], pd.DataFrame], schema: T.StructType,
+                 partitions: int) -> DataFrame:
+    """Apply a pandas function to whole patients: hash-partition, sort, stream whole-patient frames."""
+    grouped = (df.repartition(partitions, "patient_id")
+               .sortWithinPartitions("patient_id", F.col("encounter_id")))
+
+    def mapped(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        frames = (batch_frame(batch) for batch in batches)
+        for whole in whole_patient_frames(frames):
+            yield from arrow_batches(fn(whole), schema)
+    return grouped.mapInArrow(mapped, schema)
+
+
+def fill_history(encounters: pd.DataFrame) -> pd.DataFrame:
+    """`encounter_seq` and `days_since_last_discharge` of canonical encounters (a source's own
+    `days_since_last_discharge` wins where it has one)."""
+    ordered = sort_for_history(encounters)
+    history = add_patient_history(ordered)
+    out = ordered.copy()
+    out["encounter_seq"] = history["encounter_seq"]
+    out["days_since_last_discharge"] = (pd.to_numeric(ordered["days_since_last_discharge"], errors="coerce")
+                                        .fillna(history["days_since_last_discharge"]))
+    return out
+
+
+def with_history(encounters: DataFrame, partitions: int,
+                 patient_fn: Optional[Callable[[pd.DataFrame], pd.DataFrame]] = None) -> DataFrame:
+    """Canonical encounters with per-patient columns filled (optionally after a source's own
+    patient-level step, e.g. labels derived from dates)."""
+    def complete(frame: pd.DataFrame) -> pd.DataFrame:
+        return fill_history(patient_fn(frame) if patient_fn else frame)
+    return map_patients(encounters.select(*COLUMNS), complete, encounter_struct(), partitions)
+
+
+def features_of(encounters: DataFrame, partitions: int) -> DataFrame:
+    """`core.features.build_features` on whole patients, in Spark."""
+    return map_patients(encounters.select(*COLUMNS), build_features, feature_struct(), partitions)
+
+
+# --- split ---------------------------------------------------------------------------------------
+
+def parse_ratios(text: str) -> tuple[float, float, float]:
+    """'0.7,0.15,0.15' -> three non-negative ratios summing to 1 (train, validation, test)."""
+    try:
+        parts = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        raise UserError(f"--ratios '{text}': expected three numbers like 0.7,0.15,0.15") from None
+    if len(parts) != 3 or min(parts) < 0 or abs(sum(parts) - 1.0) > 1e-6 or parts[0] == 0:
+        raise UserError(f"--ratios '{text}': need train,validation,test >= 0 summing to 1 with train > 0")
+    return parts  # type: ignore[return-value]
+
+
+def patient_fraction(salt: str) -> F.Column:
+    """A uniform number in [0, 1) from sha256(salt + patient_id): the same on every run and cluster."""
+    digest = F.sha2(F.concat(F.lit(salt), F.col("patient_id")), 256)
+    return F.conv(F.substring(digest, 1, _HASH_DIGITS), 16, 10).cast("double") / float(16 ** _HASH_DIGITS)
+
+
+def _split_of(position: F.Column, ratios: Sequence[float]) -> F.Column:
+    train, validation, _ = ratios
+    return (F.when(position < train, SPLITS[0]).when(position < train + validation, SPLITS[1])
+            .otherwise(SPLITS[2]))
+
+
+def patient_splits(encounters: DataFrame, by: str, ratios: Sequence[float], salt: str = DEFAULT_SALT
+                   ) -> DataFrame:
+    """One row per patient with its split.
+
+    by="patient": from the salted hash. by="time": patients ordered by their last discharge, the
+    earliest `train` share to train, then validation, the latest to test (needs discharge dates).
+    """
+    patients = encounters.groupBy("patient_id").agg(F.max("discharge_time").alias("_last_discharge"))
+    patients = patients.withColumn("_u", patient_fraction(salt))
+    if by == "patient":
+        return patients.select("patient_id", _split_of(F.col("_u"), ratios).alias("split"))
+    if by != "time":
+        raise UserError(f"--split-by '{by}': expected patient or time")
+    if patients.filter(F.col("_last_discharge").isNull()).limit(1).count():
+        raise UserError("--split-by time needs a discharge date for every patient; this source has none "
+                        "(use --split-by patient)")
+    # One global ordering over patients (not encounters): fine up to tens of millions of patients.
+    rank = F.percent_rank().over(Window.orderBy("_last_discharge", "_u", "patient_id"))
+    return patients.select("patient_id", _split_of(rank, ratios).alias("split"))
