@@ -6,6 +6,7 @@ start fast.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import csv
 import hashlib
 import json
@@ -46,6 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     etl.add_argument("--driver-memory", default=settings.spark_driver_memory)
     etl.add_argument("--rows", type=int, help="synthetic: number of encounters")
     etl.add_argument("--seed", type=int, default=0, help="synthetic: random seed")
+    etl.add_argument("--end", type=_date, default=None,
+                     help="synthetic: last day of the generated discharges, YYYY-MM-DD (default today)")
     etl.add_argument("--split-by", choices=["patient", "time"], default="patient")
     etl.add_argument("--ratios", default="0.7,0.15,0.15", help="train,validation,test shares of patients")
     etl.set_defaults(handler=etl_command)
@@ -55,6 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--output", required=True)
     synth.add_argument("--chunk-rows", type=int, default=100_000)
+    synth.add_argument("--end", type=_date, default=None,
+                       help="last day of the generated discharges, YYYY-MM-DD (default today)")
     synth.set_defaults(handler=synth_command)
 
     template = subparsers.add_parser("template", help="write the discharges upload template (CSV)")
@@ -77,6 +82,7 @@ def etl_command(args: argparse.Namespace) -> int:
 
     options = EtlOptions(source=args.source, input=args.input, warehouse=args.warehouse, master=args.master,
                          driver_memory=args.driver_memory, rows=args.rows, seed=args.seed,
+                         synthetic_end=args.end or dt.date.today(),
                          split_by=args.split_by, ratios=parse_ratios(args.ratios))
     summary = run_etl(options)
     print(json.dumps({"version": summary["version"], "source": summary["source"], "tables": summary["tables"],
@@ -118,16 +124,20 @@ def template_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def synth_command(args: argparse.Namespace) -> int:
+def _date(text: str) -> dt.date:
     try:
-        from core.synthetic import write_template_csv
-    except ModuleNotFoundError as missing:
-        if missing.name != "core.synthetic":
-            raise
-        raise UserError("the synthetic generator (core/synthetic.py) is not available in this build") from None
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def synth_command(args: argparse.Namespace) -> int:
+    from core.synthetic import write_template_csv
+
     if args.rows <= 0:
         raise UserError("--rows must be positive")
-    write_template_csv(args.output, rows=args.rows, seed=args.seed, chunk_rows=args.chunk_rows)
+    write_template_csv(args.output, rows=args.rows, seed=args.seed, chunk_rows=args.chunk_rows,
+                       end=args.end or dt.date.today())
     print(f"wrote {args.rows} synthetic encounters to {args.output}")
     return 0
 

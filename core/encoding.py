@@ -16,6 +16,7 @@ Rules shared with the ETL:
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,32 +93,70 @@ class EncodedBatch:
         return EncodedBatch(self.numeric[rows], self.numeric_missing[rows], self.categorical[rows], self.codes[rows])
 
 
-def categorical_indices(features: pd.DataFrame, prep: Preprocessing) -> np.ndarray:
-    columns = []
+_LOOKUPS: dict[int, tuple[weakref.ref, dict[str, Any]]] = {}
+
+
+def _lookups(prep: Preprocessing) -> dict[str, Any]:
+    """Label -> index dictionaries of one `Preprocessing`, built once (it is frozen) and reused."""
+    entry = _LOOKUPS.get(id(prep))
+    if entry is not None and entry[0]() is prep:
+        return entry[1]
+    categorical = {}
     for name in CATEGORICAL_NAMES:
         labels = prep.categorical[name]
-        lookup = {label: i for i, label in enumerate(labels)}
-        collapsed = collapse_levels(features[name], [l for l in labels if l not in (MISSING_LEVEL, OTHER_LEVEL)])
-        columns.append(collapsed.map(lambda level: lookup.get(level, len(labels))).to_numpy(dtype=np.int64))
+        categorical[name] = ({label: i for i, label in enumerate(labels)},
+                             {l for l in labels if l not in (MISSING_LEVEL, OTHER_LEVEL)}, len(labels))
+    codes = [{label: i + CODE_OFFSET for i, label in enumerate(prep.codes[key])}
+             for key in ("code_labels", "category_labels", "chapter_labels")]
+    numeric = []
+    for spec in NUMERIC_FEATURES:
+        stats = prep.numeric[spec.name]
+        numeric.append((TRANSFORMS[stats["transform"]], stats["mean"],
+                        stats["std"] if stats["std"] and stats["std"] > 0 else 1.0))
+    lookups = {"categorical": categorical, "codes": codes, "numeric": numeric}
+    if len(_LOOKUPS) > 64:
+        _LOOKUPS.clear()
+    key = id(prep)
+    _LOOKUPS[key] = (weakref.ref(prep, lambda _, key=key: _LOOKUPS.pop(key, None)), lookups)
+    return lookups
+
+
+def categorical_indices(features: pd.DataFrame, prep: Preprocessing) -> np.ndarray:
+    lookups = _lookups(prep)["categorical"]
+    columns = []
+    for name in CATEGORICAL_NAMES:
+        lookup, kept, unseen = lookups[name]
+        values = features[name]
+        if values.dtype == object:
+            # collapse_levels + lookup, on plain Python values
+            columns.append(np.fromiter(
+                (lookup.get(MISSING_LEVEL if v is None or (isinstance(v, float) and np.isnan(v))
+                            else (v if v in kept else OTHER_LEVEL), unseen) for v in values.tolist()),
+                dtype=np.int64, count=len(values)))
+        else:
+            collapsed = collapse_levels(values, kept)
+            columns.append(collapsed.map(lambda level: lookup.get(level, unseen)).to_numpy(dtype=np.int64))
     return np.stack(columns, axis=1) if columns else np.zeros((len(features), 0), dtype=np.int64)
 
 
 def numeric_matrix(features: pd.DataFrame, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
-    raw = features[list(NUMERIC_NAMES)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    columns = [features[name] for name in NUMERIC_NAMES]
+    if all(column.dtype == np.float64 for column in columns):
+        # same values and the same (column-major) layout as DataFrame.to_numpy below
+        raw = np.array([column.to_numpy() for column in columns], dtype=np.float64).T
+    else:
+        raw = features[list(NUMERIC_NAMES)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     missing = np.isnan(raw)
     out = np.zeros_like(raw)
-    for j, spec in enumerate(NUMERIC_FEATURES):
-        stats = prep.numeric[spec.name]
-        transformed = TRANSFORMS[stats["transform"]](raw[:, j])
-        std = stats["std"] if stats["std"] and stats["std"] > 0 else 1.0
-        out[:, j] = np.clip((transformed - stats["mean"]) / std, -CLIP_Z, CLIP_Z)
+    for j, (transform, mean, std) in enumerate(_lookups(prep)["numeric"]):
+        transformed = transform(raw[:, j])
+        out[:, j] = np.clip((transformed - mean) / std, -CLIP_Z, CLIP_Z)
     out[missing] = 0.0
     return out.astype(np.float32), missing
 
 
 def code_indices(features: pd.DataFrame, prep: Preprocessing) -> np.ndarray:
-    vocabularies = [{label: i + CODE_OFFSET for i, label in enumerate(prep.codes[key])}
-                    for key in ("code_labels", "category_labels", "chapter_labels")]
+    vocabularies = _lookups(prep)["codes"]
     out = np.zeros((len(features), len(CODE_FEATURES), 3), dtype=np.int64)
     for position, name in enumerate(CODE_FEATURES):
         for row, (code, chapter) in enumerate(zip(features[name].tolist(), features[f"{name}_chapter"].tolist())):

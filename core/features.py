@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -129,15 +130,24 @@ def add_patient_history(encounters: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+@lru_cache(maxsize=1024)
+def _band_mid(band: str) -> float:
+    match = _AGE_BAND.search(band)
+    return (float(match.group(1)) + float(match.group(2))) / 2.0 if match else np.nan
+
+
 def _age_estimate(age_years: pd.Series, age_band: pd.Series) -> pd.Series:
-    band_mid = age_band.astype("string").str.extract(_AGE_BAND).astype("float64").mean(axis=1)
+    # Same as `str.extract(_AGE_BAND).astype(float).mean(axis=1)`, one cached regex per distinct band.
+    bands = age_band.astype("string").tolist()
+    band_mid = pd.Series(np.fromiter((np.nan if b is pd.NA else _band_mid(b) for b in bands),
+                                     dtype=np.float64, count=len(bands)), index=age_band.index)
     return pd.to_numeric(age_years, errors="coerce").fillna(band_mid)
 
 
-def _drug_status(changes: pd.Series, drug: str) -> pd.Series:
+def _drug_status_list(changes, drug: str) -> list:
     prefix = f"{drug}:"
-    return changes.map(lambda items: next((item[len(prefix):] for item in (items or [])
-                                           if item.startswith(prefix)), "no"))
+    return [next((item[len(prefix):] for item in (items or []) if item.startswith(prefix)), "no")
+            for items in changes]
 
 
 def _version(value) -> int:
@@ -145,54 +155,91 @@ def _version(value) -> int:
     return int(value) if pd.notna(value) else 9
 
 
-def _code_at(diagnoses: pd.Series, versions: pd.Series, position: int) -> pd.Series:
-    return pd.Series([icd.normalize_code(codes[position] if codes is not None and len(codes) > position else None,
-                                         _version(version))
-                      for codes, version in zip(diagnoses, versions)], index=diagnoses.index, dtype="object")
-
-
-def _charlson_flags(diagnoses: pd.Series, versions: pd.Series) -> pd.DataFrame:
-    conditions = [icd.charlson_conditions((icd.normalize_code(c, _version(v)) for c in (codes if codes is not None else [])),
-                                          _version(v))
+def _charlson_lists(diagnoses, versions) -> tuple[dict[str, list[float]], list[float]]:
+    conditions = [icd.charlson_conditions((icd.normalize_code(c, v) for c in (codes if codes is not None else [])), v)
                   for codes, v in zip(diagnoses, versions)]
-    flags = pd.DataFrame({f"cc_{name}": [1.0 if name in found else 0.0 for found in conditions]
-                          for name in icd.CHARLSON_CONDITIONS}, index=diagnoses.index)
-    flags["charlson_index"] = [float(icd.charlson_index(found)) for found in conditions]
-    return flags
+    flags = {f"cc_{name}": [1.0 if name in found else 0.0 for found in conditions]
+             for name in icd.CHARLSON_CONDITIONS}
+    return flags, [float(icd.charlson_index(found)) for found in conditions]
+
+
+def _float_values(values) -> np.ndarray:
+    """What `_typed` does to a numeric column: `to_numeric(errors="coerce").astype(float64)`."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":  # from `_small_history`
+        return values.astype(np.float64, copy=False)
+    if isinstance(values, list):  # lists built here hold only floats (NaN for missing)
+        return np.array(values, dtype=np.float64)
+    dtype = values.dtype
+    if dtype == np.float64:
+        return values.to_numpy()
+    if isinstance(dtype, np.dtype) and dtype.kind in "biu":
+        return values.to_numpy().astype(np.float64)
+    if isinstance(dtype, (pd.Int64Dtype, pd.Int32Dtype, pd.Float64Dtype, pd.Float32Dtype)):
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    return pd.to_numeric(values, errors="coerce").astype("float64").to_numpy()
+
+
+def _object_values(values) -> np.ndarray:
+    """What `_typed` does to a text column: object dtype, every missing value (NaN, NA, NaT) as None."""
+    if isinstance(values, pd.Series):
+        if values.dtype == object:
+            out = values.to_numpy(copy=True)
+        elif isinstance(values.dtype, pd.StringDtype):
+            out = values.to_numpy(dtype=object, copy=True)
+        else:
+            out = values.astype("object").to_numpy(copy=True)
+    else:
+        out = np.empty(len(values), dtype=object)
+        out[:] = values
+    out[pd.isna(out)] = None
+    return out
+
+
+def _yes_no(diabetes_med: pd.Series) -> np.ndarray:
+    if diabetes_med.dtype == np.bool_:
+        return np.where(diabetes_med.to_numpy(), "yes", "no").astype(object)
+    return _object_values(diabetes_med.map({True: "yes", False: "no"}))
+
+
+def _weekdays(discharge: pd.Series) -> list:
+    return [WEEKDAYS[int(d)] if pd.notna(d) else None for d in discharge.dt.dayofweek.tolist()]
 
 
 def encounter_features(history: pd.DataFrame) -> pd.DataFrame:
     """Row-level features of encounters that already carry their patient history."""
-    versions = history["icd_version"]
-    changes = history["medication_changes"]
-    codes = {name: _code_at(history["diagnoses"], versions, i) for i, name in enumerate(CODE_FEATURES)}
-    prior = history[["prior_outpatient_visits", "prior_emergency_visits", "prior_inpatient_visits"]]
-    prior = prior.apply(pd.to_numeric, errors="coerce")
+    n = len(history)
+    diagnoses = history["diagnoses"].tolist()
+    versions = [_version(v) for v in history["icd_version"]]
+    changes = history["medication_changes"].tolist()
+    codes = {name: [icd.normalize_code(c[i] if c is not None and len(c) > i else None, v)
+                    for c, v in zip(diagnoses, versions)]
+             for i, name in enumerate(CODE_FEATURES)}
+    prior = {name: _float_values(history[name])
+             for name in ("prior_outpatient_visits", "prior_emergency_visits", "prior_inpatient_visits")}
+    flags, charlson = _charlson_lists(diagnoses, versions)
     discharge = pd.to_datetime(history["discharge_time"])
-    features = pd.DataFrame({
-        "encounter_id": history["encounter_id"].astype("string"),
-        "patient_id": history["patient_id"].astype("string"),
-        "source": history["source"],
-        "readmitted_30d": history["readmitted_30d"],
-        "eligible": history["eligible"].astype(bool),
+    numeric = {
         "age_years_est": _age_estimate(history["age_years"], history["age_band"]),
         "length_of_stay_days": history["length_of_stay_days"],
         "num_lab_procedures": history["num_lab_procedures"],
         "num_procedures": history["num_procedures"],
         "num_medications": history["num_medications"],
         "number_diagnoses": history["number_diagnoses"],
-        "prior_outpatient_visits": prior["prior_outpatient_visits"],
-        "prior_emergency_visits": prior["prior_emergency_visits"],
-        "prior_inpatient_visits": prior["prior_inpatient_visits"],
+        **prior,
         # Sum only when all three are known: a missing count is not zero.
-        "prior_visits_total": prior.sum(axis=1, min_count=3),
-        "diabetes_meds_given": changes.map(lambda items: float(len(items)) if items is not None else np.nan),
-        "diabetes_meds_changed": changes.map(
-            lambda items: float(sum(not i.endswith(":steady") for i in items)) if items is not None else np.nan),
+        "prior_visits_total": (prior["prior_outpatient_visits"] + prior["prior_emergency_visits"]
+                               + prior["prior_inpatient_visits"]),
+        "diabetes_meds_given": [float(len(items)) if items is not None else np.nan for items in changes],
+        "diabetes_meds_changed": [float(sum(not i.endswith(":steady") for i in items)) if items is not None
+                                  else np.nan for items in changes],
+        "charlson_index": charlson,
         "encounter_seq": history["encounter_seq"],
         "prior_stays_los_days": history["prior_stays_los_days"],
         "prior_readmissions_30d": history["prior_readmissions_30d"],
         "days_since_last_discharge": history["days_since_last_discharge"],
+        **flags,
+    }
+    text = {
         "sex": history["sex"],
         "race": history["race"],
         "age_band": history["age_band"],
@@ -203,20 +250,29 @@ def encounter_features(history: pd.DataFrame) -> pd.DataFrame:
         "admitting_specialty": history["admitting_specialty"],
         "a1c_result": history["a1c_result"],
         "glucose_result": history["glucose_result"],
-        "insulin": _drug_status(changes, "insulin"),
-        "metformin": _drug_status(changes, "metformin"),
-        "diabetes_med": history["diabetes_med"].map({True: "yes", False: "no"}),
-        "principal_group": [icd.clinical_group(c, _version(v)) for c, v in zip(codes["dx_1"], versions)],
-        "dx_1_category": codes["dx_1"].map(icd.category),
-        "dx_2_category": codes["dx_2"].map(icd.category),
-        "dx_3_category": codes["dx_3"].map(icd.category),
-        "discharge_weekday": discharge.dt.dayofweek.map(lambda d: WEEKDAYS[int(d)] if pd.notna(d) else None),
+        "insulin": _drug_status_list(changes, "insulin"),
+        "metformin": _drug_status_list(changes, "metformin"),
+        "principal_group": [icd.clinical_group(c, v) for c, v in zip(codes["dx_1"], versions)],
+        "dx_1_category": [icd.category(c) for c in codes["dx_1"]],
+        "dx_2_category": [icd.category(c) for c in codes["dx_2"]],
+        "dx_3_category": [icd.category(c) for c in codes["dx_3"]],
+        "discharge_weekday": _weekdays(discharge),
         **codes,
-        **{f"{name}_chapter": [icd.chapter(c, _version(v)) for c, v in zip(codes[name], versions)]
-           for name in CODE_FEATURES},
-    }, index=history.index)
-    features = pd.concat([features, _charlson_flags(history["diagnoses"], versions)], axis=1)
-    return _typed(features[list(OUTPUT_COLUMNS)])
+        **{f"{name}_chapter": [icd.chapter(c, v) for c, v in zip(codes[name], versions)] for name in CODE_FEATURES},
+    }
+    columns = {
+        "encounter_id": history["encounter_id"].astype("string").array,
+        "patient_id": history["patient_id"].astype("string").array,
+        "source": history["source"].array,
+        "readmitted_30d": _object_values(history["readmitted_30d"]),
+        "eligible": history["eligible"].astype(bool).to_numpy(),
+    }
+    for name in NUMERIC_NAMES:
+        columns[name] = _float_values(numeric[name])
+    for name in CATEGORICAL_NAMES + CODE_FEATURES + CODE_CHAPTERS:
+        columns[name] = _yes_no(history["diabetes_med"]) if name == "diabetes_med" else _object_values(text[name])
+    assert len(columns) == len(OUTPUT_COLUMNS) and all(len(v) == n for v in columns.values())
+    return pd.DataFrame(columns, index=history.index, columns=list(OUTPUT_COLUMNS), copy=True)
 
 
 def _typed(features: pd.DataFrame) -> pd.DataFrame:

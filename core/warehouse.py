@@ -13,13 +13,15 @@ DuckDB with bound parameters only.
 """
 from __future__ import annotations
 
+import datetime as dt
+import fcntl
 import json
 import os
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import duckdb
 import pandas as pd
@@ -36,14 +38,14 @@ def is_remote(root: str) -> bool:
     return "://" in str(root) and not str(root).startswith("file://")
 
 
-def _local(root: str | Path) -> Path:
+def local_path(root: str | Path) -> Path:
     text = str(root)
     return Path(text[len("file://"):] if text.startswith("file://") else text)
 
 
 def read_pointer(root: str | Path) -> dict[str, Any]:
     """The current pointer, or an empty one for a warehouse never written."""
-    path = _local(root) / POINTER_FILE
+    path = local_path(root) / POINTER_FILE
     if not path.exists():
         return {"tables": {}}
     return json.loads(path.read_text())
@@ -51,7 +53,7 @@ def read_pointer(root: str | Path) -> dict[str, Any]:
 
 def write_pointer(root: str | Path, pointer: dict[str, Any]) -> None:
     """Replace the pointer atomically (write a temp file in the same folder, fsync, rename)."""
-    folder = _local(root)
+    folder = local_path(root)
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".CURRENT.", dir=folder)
     with os.fdopen(fd, "w") as handle:
@@ -59,6 +61,24 @@ def write_pointer(root: str | Path, pointer: dict[str, Any]) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, folder / POINTER_FILE)
+
+
+def update_pointer(root: str | Path, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Read, change and atomically replace the pointer under an exclusive lock.
+
+    Two jobs finishing at once (an ETL run and a scoring run, say) would otherwise each write back
+    the pointer they read and silently drop the other's new table version.
+    """
+    folder = local_path(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".CURRENT.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        pointer = read_pointer(root)
+        pointer.setdefault("tables", {})
+        change(pointer)
+        pointer["updated_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+        write_pointer(root, pointer)
+        return pointer
 
 
 def table_version_path(root: str | Path, table: str, version: str) -> str:
@@ -70,7 +90,7 @@ def preprocessing_path(root: str | Path, version: Optional[str] = None) -> Path:
     version = version or read_pointer(root).get("preprocessing")
     if not version:
         raise WarehouseError(f"warehouse {root} has no preprocessing state: run `readmit etl` first")
-    return _local(root) / "preprocessing" / version
+    return local_path(root) / "preprocessing" / version
 
 
 def _sql_literal(text: str) -> str:
@@ -96,7 +116,7 @@ class Warehouse:
         return table_version_path(self.root, table, tables[table])
 
     def manifest(self, table: str) -> dict[str, Any]:
-        path = _local(self.table_path(table)) / "_manifest.json"
+        path = local_path(self.table_path(table)) / "_manifest.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
     @contextmanager

@@ -22,7 +22,8 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 
 from core.encoding import PREPROCESSING_FILE, Preprocessing
-from core.warehouse import POINTER_FILE, _local, is_remote, read_pointer, table_version_path, write_pointer
+from core.warehouse import (POINTER_FILE, is_remote, local_path, read_pointer, table_version_path,
+                            update_pointer, write_pointer)
 from etl.encoding_fit import PIPELINE_DIR
 
 MANIFEST_FILE = "_manifest.json"
@@ -45,7 +46,7 @@ def _hadoop(spark: SparkSession, uri: str):
 
 def write_text(spark: SparkSession, uri: str, text: str) -> None:
     if not is_remote(uri):
-        path = _local(uri)
+        path = local_path(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         return
@@ -88,7 +89,7 @@ def switch_pointer(spark: SparkSession, root: str, pointer: dict[str, Any]) -> N
 
 def _list_versions(spark: SparkSession, folder: str) -> list[str]:
     if not is_remote(folder):
-        local = _local(folder)
+        local = local_path(folder)
         return sorted(p.name for p in local.iterdir() if p.is_dir()) if local.exists() else []
     fs, path = _hadoop(spark, folder)
     if not fs.exists(path):
@@ -98,7 +99,7 @@ def _list_versions(spark: SparkSession, folder: str) -> list[str]:
 
 def _delete(spark: SparkSession, uri: str) -> None:
     if not is_remote(uri):
-        shutil.rmtree(_local(uri), ignore_errors=True)
+        shutil.rmtree(local_path(uri), ignore_errors=True)
         return
     fs, path = _hadoop(spark, uri)
     fs.delete(path, True)
@@ -130,13 +131,18 @@ def save_preprocessing(spark: SparkSession, root: str, version: str, prep: Prepr
 def publish(spark: SparkSession, root: str, tables: dict[str, str], preprocessing: Optional[str] = None,
             run: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Point CURRENT.json at the new versions, keeping the other tables' pointers as they were."""
+    def change(pointer: dict[str, Any]) -> None:
+        pointer.setdefault("tables", {}).update(tables)
+        if preprocessing:
+            pointer["preprocessing"] = preprocessing
+        pointer["updated_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+        if run:
+            pointer["last_run"] = run
+
+    if not is_remote(root):
+        return update_pointer(root, change)
     pointer = current_pointer(spark, root)
-    pointer.setdefault("tables", {}).update(tables)
-    if preprocessing:
-        pointer["preprocessing"] = preprocessing
-    pointer["updated_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
-    if run:
-        pointer["last_run"] = run
+    change(pointer)
     switch_pointer(spark, root, pointer)
     return pointer
 
@@ -161,4 +167,4 @@ def prune_versions(spark: SparkSession, root: str, keep: int = KEEP_VERSIONS) ->
 
 def ensure_root(root: str) -> None:
     if not is_remote(root):
-        Path(_local(root)).mkdir(parents=True, exist_ok=True)
+        Path(local_path(root)).mkdir(parents=True, exist_ok=True)

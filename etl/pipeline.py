@@ -33,7 +33,7 @@ HOSPITAL_ORDER = ("fiscal_year", "facility_id", "measure")  # columns of core.ho
 
 ENCOUNTER_SOURCES = ("diabetes130", "mimic3", "mimic4", "discharges", "synthetic")
 SOURCES = ENCOUNTER_SOURCES + ("cms-hrrp",)
-# Adapters live in etl.sources.<module>; MIMIC and CMS are written by colleagues and imported lazily.
+# Adapters live in etl.sources.<module>, imported only when their source runs.
 _ADAPTER_MODULES = {"diabetes130": "diabetes130", "mimic3": "mimic3", "mimic4": "mimic4",
                     "discharges": "discharges", "synthetic": "synthetic", "cms-hrrp": "cms_hrrp"}
 
@@ -47,6 +47,7 @@ class EtlOptions:
     driver_memory: str = "4g"
     rows: Optional[int] = None       # synthetic only
     seed: int = 0                    # synthetic only
+    synthetic_end: Optional[dt.date] = None  # synthetic only: last discharge day (generator default if None)
     split_by: str = "patient"
     ratios: tuple[float, float, float] = DEFAULT_RATIOS
     salt: str = DEFAULT_SALT
@@ -56,13 +57,7 @@ def adapter(source: str):
     """The adapter module of a source (a clear error for an unknown or not yet available one)."""
     if source not in SOURCES:
         raise UserError(f"unknown source '{source}' (choose from: {', '.join(SOURCES)})")
-    name = f"etl.sources.{_ADAPTER_MODULES[source]}"
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as missing:
-        if missing.name != name:
-            raise
-        raise UserError(f"source '{source}' is not available in this build ({name} is missing)") from None
+    return importlib.import_module(f"etl.sources.{_ADAPTER_MODULES[source]}")
 
 
 def input_sha256(path: Optional[str]) -> Optional[str]:
@@ -86,7 +81,7 @@ def extract(spark: SparkSession, options: EtlOptions) -> DataFrame:
     if options.source == "synthetic":
         if not options.rows or options.rows <= 0:
             raise UserError("--source synthetic needs --rows N (N > 0)")
-        return module.read(spark, rows=options.rows, seed=options.seed)
+        return module.read(spark, rows=options.rows, seed=options.seed, end=options.synthetic_end)
     if not options.input:
         raise UserError(f"--source {options.source} needs --input PATH")
     return module.read(spark, options.input)
@@ -99,7 +94,9 @@ def _step(name: str, rows_in: Optional[int], rows_out: int, **details: Any) -> d
 def _base_manifest(spark: SparkSession, options: EtlOptions, version: str) -> dict[str, Any]:
     return {"version": version, "source": options.source, "input": options.input,
             "input_sha256": input_sha256(options.input),
-            "generator": {"rows": options.rows, "seed": options.seed} if options.source == "synthetic" else None,
+            "generator": ({"rows": options.rows, "seed": options.seed,
+                           "end": options.synthetic_end.isoformat() if options.synthetic_end else None}
+                          if options.source == "synthetic" else None),
             "feature_spec_version": FEATURE_SPEC_VERSION, "schema_version": SCHEMA_VERSION,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             "spark": {"master": spark.sparkContext.master, "version": pyspark.__version__}}

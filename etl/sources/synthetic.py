@@ -5,13 +5,14 @@ so memory holds one chunk (`CHUNK_ROWS` encounters) per running task, whatever t
 """
 from __future__ import annotations
 
-from typing import Iterator
+import datetime as dt
+from typing import Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 
-from core.errors import UserError
+from core.synthetic import DEFAULT_END, generate_chunk
 from etl.spark_schema import encounter_struct
 from etl.transform import ORDER_COLUMN, arrow_batches, with_order
 
@@ -24,14 +25,14 @@ def chunk_bounds(chunk: int, rows: int, chunk_rows: int) -> tuple[int, int]:
     return start, max(0, min(chunk_rows, rows - start))
 
 
-def read(spark: SparkSession, rows: int, seed: int, chunk_rows: int = CHUNK_ROWS) -> DataFrame:
-    """`rows` canonical encounters from the generator, with their row number as the input order."""
-    try:
-        from core.synthetic import generate_chunk
-    except ModuleNotFoundError as missing:
-        if missing.name != "core.synthetic":
-            raise
-        raise UserError("the synthetic generator (core/synthetic.py) is not available in this build") from None
+def read(spark: SparkSession, rows: int, seed: int, end: Optional[dt.date] = None,
+         chunk_rows: int = CHUNK_ROWS) -> DataFrame:
+    """`rows` canonical encounters from the generator, with their row number as the input order.
+
+    `end` is the last day of the generated discharges (the generator's fixed default when None,
+    so a rerun with the same arguments gives identical data).
+    """
+    end = end or DEFAULT_END
     chunks = -(-rows // chunk_rows)
     schema = with_order(encounter_struct())
 
@@ -39,7 +40,7 @@ def read(spark: SparkSession, rows: int, seed: int, chunk_rows: int = CHUNK_ROWS
         for batch in batches:
             for chunk in batch.column("id").to_pylist():
                 start, count = chunk_bounds(chunk, rows, chunk_rows)
-                frame = generate_chunk(start, count, seed)
+                frame = generate_chunk(start, count, seed, end=end)
                 frame[ORDER_COLUMN] = np.arange(start, start + len(frame), dtype=np.int64)
                 yield from arrow_batches(frame, schema)
     partitions = max(1, min(chunks, spark.sparkContext.defaultParallelism * 4))

@@ -1,0 +1,485 @@
+"""One scoring service for the CLI, the API and the dashboard: a row gets the same score everywhere.
+
+    service = ScoringService.load("models/champion")          # load once, share (immutable)
+    predictions = service.score_encounters(canonical_df)      # canonical encounters -> predictions
+    predictions, errors = service.score_file("upload.csv")    # Diabetes 130 CSV or discharges template
+
+Steps, identical for every caller:
+1. patient history: `core.features.build_features` over the input's encounters plus, when a warehouse
+   is given, the same patients' other encounters from its `encounters` table (one parameterized DuckDB
+   query); rows are emitted for input encounters only;
+2. ineligible encounters (died, hospice) get no risk and say why; encounters with impossible values
+   (outside `core.schema` bounds) get no risk and name the problem;
+3. encoding with the model's fitted preprocessing (`core.encoding.encode`: unknown categories as in
+   training), one forward pass, calibration, tier and percentile from the predictor;
+4. optionally explanations (`core.explain.TokenExplainer`) and plain-language reasons (`core.reasons`).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from core import reasons as reason_text
+from core.encoding import EncodedBatch, encode
+from core.errors import RowError, UserError
+from core.explain import (BACKGROUND_FILE, FIELD_GROUPS, GROUP_NAMES, Background, ExplainerUnavailable,
+                          TokenExplainer, fallback_background, load_background, sampled_shapley, top_groups)
+from core.features import build_features
+from core.schema import AGE_BANDS, COLUMNS, ENCOUNTER_FIELDS, FIELDS_BY_NAME, INELIGIBLE_DISPOSITIONS
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("diabetes130", "discharges")
+EXPLAIN_METHODS = ("gradient", "shapley")
+PREDICTION_COLUMNS = ("encounter_id", "patient_id", "risk", "risk_tier", "risk_percentile", "reason_1", "reason_2",
+                      "reason_3", "attributions", "base_risk", "model_version", "eligible", "ineligible_reason",
+                      "problem")
+INELIGIBLE_WORDS = {"died": "Not scored: the patient died during the stay",
+                    "hospice": "Not scored: discharged to hospice"}
+SCORE_CHUNK = 4096
+_MAX_ROW_ERRORS = 10 ** 9
+
+
+@dataclass(frozen=True)
+class ScoringService:
+    """A loaded model plus its explainer. Build once (`load`), share freely; nothing is mutated."""
+    predictor: Any
+    explainer: Optional[TokenExplainer] = None
+    model_dir: Optional[str] = None
+    background_source: str = "none"
+    background: Optional[Background] = None
+    explain_method: str = "gradient"     # batch explanations: "gradient" (fast) or "shapley" (sampled)
+    shapley_samples: int = 16            # samples per row when explain_method == "shapley"
+    single_samples: int = 32             # samples for explain_one (always sampled Shapley)
+    base_risk: Optional[float] = None    # mean calibrated risk over the background (None: no explanations)
+    # Explanations hook the model's token layer during a call: calls on one service are serialized.
+    _lock: threading.RLock = field(default_factory=threading.RLock, compare=False, repr=False)
+
+    # --- construction ---------------------------------------------------------------------
+    @classmethod
+    def load(cls, model_dir: str | Path, explain: bool = True, threads: Optional[int] = None,
+             **options: Any) -> "ScoringService":
+        """Load a model folder through `models.inference.ReadmitPredictor`."""
+        from core.config import get_settings
+        threads = threads or get_settings().torch_threads
+        folder = Path(model_dir)
+        if not (folder / "config.json").exists():
+            raise UserError(f"no model in {folder} (config.json missing): train one with `readmit train` "
+                            "or pass --model DIR")
+        from models.inference import ReadmitPredictor
+        predictor = ReadmitPredictor.load(folder, threads=threads)
+        return cls.from_predictor(predictor, model_dir=str(folder), explain=explain, **options)
+
+    @classmethod
+    def from_predictor(cls, predictor: Any, model_dir: Optional[str | Path] = None, explain: bool = True,
+                       background: Optional[Background] = None, rule: Optional[str] = None,
+                       explain_method: str = "gradient", shapley_samples: int = 16) -> "ScoringService":
+        if explain_method not in EXPLAIN_METHODS:
+            raise UserError(f"unknown explanation method {explain_method!r}: choose {' or '.join(EXPLAIN_METHODS)}")
+        model = predictor.model
+        model.eval()
+        for parameter in model.parameters():  # serving never trains: no parameter gradients
+            parameter.requires_grad_(False)
+        explainer = None
+        source = "none"
+        if explain:
+            if background is not None:
+                source = "given"
+            elif model_dir is not None and (background := load_background(model_dir)) is not None:
+                source = f"{BACKGROUND_FILE}"
+            else:
+                background = fallback_background(predictor.preprocessing)
+                source = "fallback (no explain_background.safetensors in the model folder)"
+                log.warning("explanations use a neutral one-row background: %s missing in %s",
+                            BACKGROUND_FILE, model_dir)
+            try:
+                kwargs = {"rule": rule} if rule else {}
+                explainer = TokenExplainer(model, predictor.preprocessing, background, predictor.calibrate,
+                                           raw_from_logits=getattr(predictor, "raw_probability_from_logits", None),
+                                           **kwargs)
+            except ExplainerUnavailable as error:  # model-agnostic sampled Shapley still works
+                log.warning("gradient explanations unavailable (%s): using sampled Shapley values", error)
+                explain_method = "shapley"
+        base_risk = None
+        if background is not None and explain:
+            base_risk = explainer.base_risk if explainer is not None else float(
+                np.asarray(predictor.calibrate(predictor.raw_probability(background.batch))) @ background.weights)
+        return cls(predictor=predictor, explainer=explainer,
+                   model_dir=None if model_dir is None else str(model_dir), background_source=source,
+                   background=background if explain else None, explain_method=explain_method,
+                   shapley_samples=int(shapley_samples), base_risk=base_risk)
+
+    @property
+    def model_version(self) -> str:
+        return str(getattr(self.predictor, "model_version", "unknown"))
+
+    @property
+    def preprocessing(self):
+        return self.predictor.preprocessing
+
+    # --- model calls ----------------------------------------------------------------------
+    def raw_probability(self, batch: EncodedBatch) -> np.ndarray:
+        """Raw model probability of a 30-day readmission: the predictor's own computation."""
+        return np.asarray(self.predictor.raw_probability(batch), dtype=np.float64)
+
+    def risk(self, batch: EncodedBatch) -> np.ndarray:
+        """Calibrated risk: the number every caller shows."""
+        return np.asarray(self.predictor.calibrate(self.raw_probability(batch)), dtype=np.float64)
+
+    # --- encounters -----------------------------------------------------------------------
+    def features_for(self, encounters: pd.DataFrame, warehouse: Optional[str] = None) -> pd.DataFrame:
+        """Feature rows of the input encounters (input order), history from the input and the warehouse."""
+        frame = _canonical_frame(encounters)
+        history = _warehouse_history(warehouse, frame) if warehouse else None
+        combined = frame if history is None or history.empty else pd.concat([history, frame], ignore_index=True)
+        features = build_features(combined)
+        features = features.drop_duplicates("encounter_id", keep="last").set_index("encounter_id", drop=False)
+        return features.loc[frame["encounter_id"].tolist()].reset_index(drop=True)
+
+    def score_encounters(self, encounters: pd.DataFrame, explain: bool = True, top_reasons: int = 3,
+                         warehouse: Optional[str] = None, method: Optional[str] = None,
+                         samples: Optional[int] = None) -> pd.DataFrame:
+        """Canonical encounters -> one prediction row each, in input order (see PREDICTION_COLUMNS).
+
+        `method` overrides the service's explanation method for this call ("gradient" or "shapley").
+        """
+        frame = _canonical_frame(encounters)
+        n = len(frame)
+        out = pd.DataFrame({"encounter_id": frame["encounter_id"].astype(str).to_numpy(),
+                            "patient_id": frame["patient_id"].astype(str).to_numpy()})
+        for column in PREDICTION_COLUMNS[2:]:
+            out[column] = None
+        out["model_version"] = self.model_version
+        if n == 0:
+            return _typed_predictions(out)
+        features = self.features_for(frame, warehouse)
+        eligible = features["eligible"].astype(bool).to_numpy()
+        reason = frame["ineligible_reason"].astype(object).where(frame["ineligible_reason"].notna(), None).to_numpy()
+        problems = impossible_values(frame)
+        scorable = eligible & np.array([p is None for p in problems])
+        out["eligible"] = eligible
+        out["ineligible_reason"] = reason
+        out["problem"] = problems
+        for i in np.flatnonzero(~eligible):
+            out.at[i, "reason_1"] = INELIGIBLE_WORDS.get(reason[i], f"Not scored: {reason[i]}")
+        for i in np.flatnonzero(eligible & ~scorable):
+            out.at[i, "reason_1"] = f"Not scored: {problems[i]}"
+        rows = np.flatnonzero(scorable)
+        if len(rows) == 0:
+            return _typed_predictions(out)
+        batch = encode(features.iloc[rows], self.preprocessing)
+        with self._lock:
+            risk, attributions = self._risk_and_attributions(batch, explain, method, samples)
+        risk_column = np.full(n, np.nan)
+        risk_column[rows] = risk
+        out["risk"] = risk_column
+        tiers = list(self.predictor.tier(risk))
+        percentiles = np.asarray(self.predictor.percentile(risk), dtype=np.float64)
+        tier_column = np.full(n, None, dtype=object)
+        tier_column[rows] = tiers
+        out["risk_tier"] = tier_column
+        pct_column = np.full(n, np.nan)
+        pct_column[rows] = percentiles
+        out["risk_percentile"] = pct_column
+        if attributions is not None:
+            out["base_risk"] = self.base_risk
+            records = features.iloc[rows].to_dict("records")
+            tops = top_groups(attributions, k=top_reasons)
+            attr_json = np.full(n, None, dtype=object)
+            reason_columns = {k: np.full(n, None, dtype=object) for k in range(1, 4)}
+            for local, row in enumerate(rows):
+                attr_json[row] = json.dumps({name: round(float(value), 6) for name, value in
+                                             zip(GROUP_NAMES, attributions[local])})
+                for k, g in enumerate(tops[local][:3], start=1):
+                    reason_columns[k][row] = reason_text.sentence(GROUP_NAMES[g], records[local],
+                                                                  attributions[local, g])
+                if not tops[local]:
+                    reason_columns[1][row] = reason_text.near_average(self.base_risk)
+            out["attributions"] = attr_json
+            for k in range(1, 4):
+                keep = out[f"reason_{k}"].to_numpy(dtype=object)
+                keep[rows] = reason_columns[k][rows]
+                out[f"reason_{k}"] = keep
+        return _typed_predictions(out)
+
+    def _risk_and_attributions(self, batch: EncodedBatch, explain: bool, method: Optional[str],
+                               samples: Optional[int]) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        explainer = self.explainer if explain else None
+        method = method or self.explain_method
+        if explain and self.background is not None and (method == "shapley" or explainer is None):
+            risk = self.risk(batch)
+            attributions, _ = sampled_shapley(self.risk, batch, self.background,
+                                              n_samples=samples or self.shapley_samples, base_risk=self.base_risk)
+            return risk, attributions
+        if explainer is not None:
+            attributions, risk = explainer.explain(batch)
+            return risk, attributions
+        return self.risk(batch), None
+
+    def explain_one(self, encounters: pd.DataFrame, warehouse: Optional[str] = None) -> dict[str, Any]:
+        """The last encounter's risk, base risk and every group's attribution with its sentence, by
+        sampled Shapley (`single_samples` samples: close to exact, well under a second). `encounters`
+        may hold the patient's earlier encounters first, for history."""
+        if self.background is None:
+            raise UserError("explanations are not available for this model (loaded without explanations)")
+        predictions = self.score_encounters(encounters, explain=True, warehouse=warehouse, method="shapley",
+                                            samples=self.single_samples)
+        row = predictions.iloc[-1]
+        features = self.features_for(encounters, warehouse).iloc[-1].to_dict()
+        attributions = json.loads(row["attributions"]) if row["attributions"] else {}
+        return {"encounter_id": row["encounter_id"], "risk": row["risk"], "base_risk": row["base_risk"],
+                "groups": [{"group": g, "label": lbl, "points": attributions.get(g),
+                            "sentence": reason_text.sentence(g, features, attributions.get(g, 0.0))}
+                           for g, lbl in ((grp.name, grp.label) for grp in FIELD_GROUPS)]}
+
+    # --- files ----------------------------------------------------------------------------
+    def score_file(self, path: str | Path, fmt: Optional[str] = None, explain: bool = True,
+                   warehouse: Optional[str] = None, include_invalid: bool = False
+                   ) -> tuple[pd.DataFrame, list[RowError]]:
+        """Score a Diabetes 130 CSV or a discharges-template CSV.
+
+        Returns (predictions, row errors). Predictions cover every valid row in file order; with
+        `include_invalid` also the invalid rows, in their place, with no risk and the problem named.
+        The file as a whole is refused (UserError, one line) when it is empty, header-only, not UTF-8
+        text, not CSV or of an unknown format.
+        """
+        raw, detected = read_input_file(path, fmt)
+        canonical, errors = to_canonical_rows(raw, detected)
+        header_errors = [e for e in errors if not e.row]
+        if header_errors and canonical.empty:
+            raise UserError(f"{path}: " + "; ".join(e.as_text() for e in header_errors[:5]))
+        predictions = self.score_encounters(canonical, explain=explain, warehouse=warehouse)
+        if include_invalid:
+            predictions = _with_invalid_rows(predictions, raw, detected, errors)
+        return predictions, errors
+
+
+def _with_invalid_rows(predictions: pd.DataFrame, raw: pd.DataFrame, fmt: str,
+                       errors: Sequence[RowError]) -> pd.DataFrame:
+    """Predictions of the valid rows plus one unscored row per invalid row, in file order."""
+    problems: dict[int, list[str]] = {}
+    for error in errors:
+        if error.row:
+            problems.setdefault(error.row, []).append(
+                f"{error.column}: {error.problem}" if error.column else error.problem)
+    if not problems:
+        return predictions
+    id_column, patient_column = ("encounter_id", "patient_nbr") if fmt == "diabetes130" else \
+        ("encounter_id", "patient_id")
+    valid_rows = [i + 1 for i in range(len(raw)) if (i + 1) not in problems]
+    valid = predictions.assign(_row=valid_rows[:len(predictions)])
+    invalid_rows = sorted(problems)
+    invalid = pd.DataFrame({
+        "encounter_id": [str(raw[id_column].iloc[r - 1]).strip() if id_column in raw else "" for r in invalid_rows],
+        "patient_id": [str(raw[patient_column].iloc[r - 1]).strip() if patient_column in raw else ""
+                       for r in invalid_rows],
+        "problem": ["; ".join(problems[r]) for r in invalid_rows],
+        "reason_1": ["Not scored: invalid input (" + "; ".join(problems[r]) + ")" for r in invalid_rows],
+        "model_version": predictions["model_version"].iloc[0] if len(predictions) else None,
+        "_row": invalid_rows})
+    combined = pd.concat([valid, invalid], ignore_index=True).sort_values("_row", kind="mergesort")
+    return _typed_predictions(combined.drop(columns="_row").reset_index(drop=True))
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+def _typed_predictions(out: pd.DataFrame) -> pd.DataFrame:
+    out = out[list(PREDICTION_COLUMNS)].copy()
+    for column in ("risk", "risk_percentile", "base_risk"):
+        out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")
+    out["eligible"] = out["eligible"].astype("boolean")
+    return out
+
+
+def _canonical_frame(encounters: pd.DataFrame) -> pd.DataFrame:
+    """A copy with every canonical column (absent optional ones null), unique encounter ids, and the
+    eligibility derived from the disposition when the caller did not supply it."""
+    missing_required = [f.name for f in ENCOUNTER_FIELDS if f.required and f.name not in encounters.columns]
+    if missing_required:
+        raise UserError(f"encounters lack required columns: {', '.join(missing_required)}")
+    frame = encounters.reset_index(drop=True).copy()
+    for name in COLUMNS:
+        if name not in frame.columns:
+            frame[name] = None
+    frame["encounter_id"] = frame["encounter_id"].astype(str)
+    frame["patient_id"] = frame["patient_id"].astype(str)
+    duplicated = frame["encounter_id"].duplicated()
+    if duplicated.any():
+        raise UserError(f"encounter id {frame['encounter_id'][duplicated].iloc[0]} appears more than once")
+    if frame["source"].isna().all():
+        frame["source"] = "discharges"
+    reason = frame["discharge_disposition"].map(INELIGIBLE_DISPOSITIONS)
+    derived_eligible = reason.isna()
+    frame["eligible"] = frame["eligible"].where(frame["eligible"].notna(), derived_eligible).astype(bool)
+    frame["eligible"] = frame["eligible"] & derived_eligible
+    frame["ineligible_reason"] = frame["ineligible_reason"].where(frame["ineligible_reason"].notna(), reason)
+    frame["ineligible_reason"] = frame["ineligible_reason"].astype(object).where(~frame["eligible"], None)
+    frame["readmitted_30d"] = frame["readmitted_30d"].astype(object).where(frame["eligible"], None)
+    return frame
+
+
+def impossible_values(frame: pd.DataFrame) -> list[Optional[str]]:
+    """Per row, a description of values outside the schema's plausible bounds (None when all fine)."""
+    problems: list[list[str]] = [[] for _ in range(len(frame))]
+    for f in ENCOUNTER_FIELDS:
+        if f.bounds is None or f.name not in frame.columns or f.name == "icd_version":
+            continue
+        values = pd.to_numeric(frame[f.name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        low, high = f.bounds
+        for i in np.flatnonzero((values < low) | (values > high)):
+            problems[i].append(f"{f.name} {values[i]:g} is outside the plausible range {low:g} to {high:g}")
+    return ["; ".join(p) if p else None for p in problems]
+
+
+def _warehouse_history(root: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """The input patients' other encounters from the warehouse (never the input's own encounters)."""
+    from core.warehouse import Warehouse, WarehouseError
+    warehouse = Warehouse(str(root))
+    if not warehouse.has_table("encounters"):
+        raise UserError(f"warehouse {root} has no 'encounters' table: run `readmit etl` first")
+    patients = sorted(set(frame["patient_id"].astype(str)))
+    try:
+        history = warehouse.query(
+            "SELECT * FROM encounters WHERE CAST(patient_id AS VARCHAR) IN (SELECT UNNEST(?::VARCHAR[])) "
+            "AND CAST(encounter_id AS VARCHAR) NOT IN (SELECT UNNEST(?::VARCHAR[]))",
+            [patients, frame["encounter_id"].astype(str).tolist()])
+    except WarehouseError as error:
+        raise UserError(str(error)) from error
+    return from_warehouse_frame(history)
+
+
+def from_warehouse_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """DuckDB's pandas output to canonical python values (lists, None for nulls)."""
+    out = table.copy()
+    for name in COLUMNS:
+        if name not in out.columns:
+            out[name] = None
+    for name in ("diagnoses", "medication_changes"):
+        out[name] = [None if v is None or (isinstance(v, float) and np.isnan(v)) else list(v) for v in out[name]]
+    for f in ENCOUNTER_FIELDS:
+        if f.kind in ("string", "bool") and out[f.name].dtype != object:
+            out[f.name] = out[f.name].astype(object)
+        if f.kind in ("string", "bool"):
+            out[f.name] = out[f.name].where(out[f.name].notna(), None)
+    return out[list(COLUMNS)]
+
+
+# --- reading files ---------------------------------------------------------------------------
+
+def read_input_file(path: str | Path, fmt: Optional[str] = None) -> tuple[pd.DataFrame, str]:
+    """Read a CSV with every cell as text and decide its format; refuse unusable files with one line."""
+    path = Path(path)
+    if fmt is not None and fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r}: choose {' or '.join(FORMATS)}")
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a CSV file")
+    data = path.read_bytes()
+    if not data.strip():
+        raise UserError(f"{path} is empty")
+    if b"\x00" in data[:65536]:
+        raise UserError(f"{path} is not a CSV text file (it contains binary data)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise UserError(f"{path} is not UTF-8 text (first bad byte on line {line}); save it as UTF-8 CSV") from None
+    try:
+        raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False,
+                          skip_blank_lines=True, quoting=csv.QUOTE_MINIMAL)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "unreadable"
+        raise UserError(f"{path} is not a valid CSV file ({first})") from None
+    raw.columns = [str(c).strip() for c in raw.columns]
+    if len(raw.columns) < 2:
+        raise UserError(f"{path} does not look like a CSV file: its header has {len(raw.columns)} column")
+    detected = fmt or detect_format(raw.columns)
+    if detected is None:
+        shown = ", ".join(list(raw.columns)[:6]) + (", ..." if len(raw.columns) > 6 else "")
+        raise UserError(f"{path}: unrecognised header ({shown}); expected the Diabetes 130 columns "
+                        "(encounter_id, patient_nbr, ..., readmitted) or the discharges template "
+                        "(`readmit template`)")
+    if raw.empty:
+        raise UserError(f"{path} has a header but no data rows")
+    return raw, detected
+
+
+def detect_format(columns: Sequence[str]) -> Optional[str]:
+    from core.sources import diabetes130
+    if diabetes130.header_matches(columns):
+        return "diabetes130"
+    required = {f.name for f in ENCOUNTER_FIELDS if f.required}
+    if required.issubset(set(columns)):
+        return "discharges"
+    return None
+
+
+def to_canonical_rows(raw: pd.DataFrame, fmt: str) -> tuple[pd.DataFrame, list[RowError]]:
+    """Validated raw text rows -> canonical encounters of the valid rows, plus every row error."""
+    if fmt == "diabetes130":
+        return _diabetes_rows(raw)
+    try:
+        from core.sources.discharges import parse_discharges
+    except ModuleNotFoundError as missing:
+        if missing.name != "core.sources.discharges":
+            raise
+        raise UserError("the discharges template reader (core.sources.discharges) is not installed") from None
+    canonical, errors = parse_discharges(raw)
+    return canonical.reset_index(drop=True), list(errors)
+
+
+_DIABETES_BOUNDS = {"time_in_hospital": "length_of_stay_days", "num_lab_procedures": "num_lab_procedures",
+                    "num_procedures": "num_procedures", "num_medications": "num_medications",
+                    "number_outpatient": "prior_outpatient_visits", "number_emergency": "prior_emergency_visits",
+                    "number_inpatient": "prior_inpatient_visits", "number_diagnoses": "number_diagnoses"}
+
+
+def diabetes_rules():
+    """Validation rules of the Diabetes 130 raw columns (bounds from the canonical schema)."""
+    from core.sources import diabetes130
+    from core.validation import ColumnRule
+    rules = [ColumnRule("encounter_id", "string", required=True), ColumnRule("patient_nbr", "string", required=True)]
+    rules += [ColumnRule(name, "int", bounds=FIELDS_BY_NAME[_DIABETES_BOUNDS[name]].bounds)
+              for name in diabetes130.INTEGER_COLUMNS]
+    # Values the mapping would otherwise pass on as a category nobody has seen: an age band outside
+    # [0-10) .. [90-100), a sex other than the file's three codes.
+    rules += [ColumnRule("age", allowed=AGE_BANDS), ColumnRule("gender", allowed=("Female", "Male", "Unknown/Invalid"))]
+    rules += [ColumnRule(name) for name in diabetes130.REQUIRED_COLUMNS
+              if name not in {r.name for r in rules}]
+    return tuple(rules)
+
+
+def _diabetes_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[RowError]]:
+    from core.sources import diabetes130
+    from core.validation import check_header, validate_frame
+    rules = diabetes_rules()
+    header_rules = [r for r in rules if r.name in diabetes130.REQUIRED_COLUMNS]
+    missing = check_header(list(raw.columns), [type(r)(r.name, r.kind, True) for r in header_rules])
+    if missing:
+        raise UserError("the Diabetes 130 file lacks columns: " + ", ".join(e.column for e in missing))
+    errors = validate_frame(raw, rules, missing_tokens=(diabetes130.MISSING_TOKEN, ""), max_errors=_MAX_ROW_ERRORS)
+    ids = raw["encounter_id"].astype(str).str.strip()
+    duplicated = ids.duplicated() & (ids != "")
+    errors += [RowError(int(i) + 1, "encounter_id", f"encounter id {ids[i]} appears earlier in the file")
+               for i in np.flatnonzero(duplicated.to_numpy())]
+    errors.sort(key=lambda e: (e.row or 0, e.column or ""))
+    bad_rows = {e.row for e in errors if e.row}
+    keep = np.array([(i + 1) not in bad_rows for i in range(len(raw))])
+    canonical = diabetes130.to_canonical(raw.loc[keep]) if keep.any() else pd.DataFrame(columns=list(COLUMNS))
+    return canonical.reset_index(drop=True), errors
+
+
+def errors_frame(errors: Sequence[RowError]) -> pd.DataFrame:
+    """Errors as a table: row, column, problem."""
+    return pd.DataFrame({"row": pd.array([e.row for e in errors], dtype="Int64"),
+                         "column": [e.column for e in errors], "problem": [e.problem for e in errors]})
