@@ -30,8 +30,11 @@ $(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt
 	$(PIP) install -q -r requirements-dev.txt -c constraints.txt
 	touch $@
 
+# The CMS HRRP files are public domain; the demo loads them when the shared data folder is present.
+CMS_INPUT ?= $(wildcard ../shared/data/cms_hrrp)
+
 run: $(RUNTIME_STAMP)
-	$(VENV)/bin/readmit demo
+	$(VENV)/bin/readmit demo $(if $(CMS_INPUT),--cms-input $(CMS_INPUT))
 
 test: $(DEV_STAMP)
 	$(VENV)/bin/python -m pytest
@@ -47,7 +50,7 @@ bench: $(DEV_STAMP)
 # Assemble the Hugging Face Space folder (.space/): app, shipped model, synthetic demo warehouse.
 space: $(RUNTIME_STAMP)
 	rm -rf .space .space-warehouse
-	$(VENV)/bin/readmit demo --no-serve --rebuild --warehouse .space-warehouse
+	$(VENV)/bin/readmit demo --no-serve --rebuild --warehouse .space-warehouse $(if $(CMS_INPUT),--cms-input $(CMS_INPUT))
 	$(PY) scripts/build_space.py --out .space --model models/champion --warehouse .space-warehouse
 
 clean:

@@ -11,7 +11,7 @@ import streamlit as st
 
 from core import dashboard
 from core.config import Settings
-from core.warehouse import POINTER_FILE, Warehouse, _local
+from core.warehouse import POINTER_FILE, Warehouse, local_path
 
 
 def settings() -> Settings:
@@ -25,7 +25,7 @@ def warehouse_root() -> str:
 
 def pointer_version(root: Optional[str] = None) -> str:
     """Changes whenever CURRENT.json is replaced (its mtime); part of every cache key."""
-    path = _local(root or warehouse_root()) / POINTER_FILE
+    path = local_path(root or warehouse_root()) / POINTER_FILE
     try:
         return str(os.stat(path).st_mtime_ns)
     except OSError:
