@@ -532,13 +532,16 @@ def contributions(prediction: Optional[dict[str, Any]], features: Optional[dict[
 
 
 def waterfall_figure(detail: PatientDetail, top: int = 10):
+    """Plotly waterfall of the stored attributions: base risk, the `top` biggest, the rest, the patient."""
+    base = (detail.prediction or {}).get("base_risk")
+    return contributions_figure(detail.contributions, base, top)
+
+
+def contributions_figure(contrib: pd.DataFrame, base_risk: Optional[float], top: int = 10):
     """Plotly waterfall: base risk, the `top` biggest contributions, the rest, the patient's risk."""
     import plotly.graph_objects as go
 
-    prediction = detail.prediction or {}
-    contrib = detail.contributions
-    base = prediction.get("base_risk")
-    base = float(base) if base is not None and not pd.isna(base) else 0.0
+    base = float(base_risk) if base_risk is not None and not pd.isna(base_risk) else 0.0
     shown, rest = contrib.head(top), contrib.iloc[top:]
     labels = ["average patient"] + [r.text for r in shown.itertuples()]
     values = [base] + shown["contribution"].tolist()
@@ -560,6 +563,71 @@ def waterfall_figure(detail: PatientDetail, top: int = 10):
                       margin={"l": 10, "r": 10, "t": 50, "b": 10}, showlegend=False,
                       xaxis_title="contribution to predicted risk")
     return fig
+
+
+# --- live explanation (sampled Shapley) ----------------------------------------------------------------
+
+RISK_AGREEMENT = 1e-6   # live and stored risk of the same model agree far closer than this
+
+
+@dataclass(frozen=True)
+class LiveExplanation:
+    """`ScoringService.explain_one` for one encounter: base_risk + sum(points) == risk."""
+    encounter_id: str
+    risk: float
+    base_risk: float
+    points: dict[str, float]         # every field group's attribution (calibrated-risk units)
+    contributions: pd.DataFrame      # as `contributions()`: feature, label, value, text, contribution
+    reasons: tuple[str, ...]         # the top three sentences, as the batch scorer words them
+    model_version: str
+    samples: int
+
+    def agrees_with(self, stored_risk: Any) -> bool:
+        return stored_risk is not None and not pd.isna(stored_risk) and \
+            abs(float(stored_risk) - self.risk) <= RISK_AGREEMENT
+
+
+def encounters_up_to(wh: Warehouse, encounter_id: str) -> pd.DataFrame:
+    """The patient's encounters up to and including this one (canonical columns), in the history order
+    of `core.features.sort_for_history`, this one last; empty when the encounter is unknown. Later stays
+    are left out: they never enter this encounter's features and would only cost explanation time."""
+    from core.features import sort_for_history
+    from core.scoring import from_warehouse_frame
+
+    if not wh.has_table("encounters"):
+        return pd.DataFrame()
+    rows = wh.query("SELECT * FROM encounters WHERE patient_id = "
+                    "(SELECT patient_id FROM encounters WHERE encounter_id = ? LIMIT 1)", [str(encounter_id)])
+    if rows.empty:
+        return pd.DataFrame()
+    ordered = sort_for_history(from_warehouse_frame(rows)).reset_index(drop=True)
+    at = np.flatnonzero(ordered["encounter_id"].astype(str).to_numpy() == str(encounter_id))
+    return ordered.iloc[: int(at[0]) + 1].reset_index(drop=True) if len(at) else pd.DataFrame()
+
+
+def live_explanation(service, wh: Warehouse, encounter_id: str, top: int = 3,
+                     min_points: float = 0.0005) -> Optional[LiveExplanation]:
+    """Sampled Shapley explanation of one encounter, computed now by `service.explain_one` over the
+    patient's encounters up to this one. None when the encounter is unknown or not scored (ineligible,
+    impossible values)."""
+    from core import reasons as reason_text
+
+    history = encounters_up_to(wh, encounter_id)
+    if history.empty:
+        return None
+    result = service.explain_one(history)
+    risk, base = result.get("risk"), result.get("base_risk")
+    if risk is None or pd.isna(risk) or base is None or pd.isna(base):
+        return None
+    points = {g["group"]: float(g["points"]) for g in result["groups"] if g.get("points") is not None}
+    features = service.features_for(history).iloc[-1].to_dict()
+    contrib = contributions({"attributions": json.dumps(points)}, features)
+    ranked = sorted((g for g in result["groups"] if g.get("points") is not None and abs(g["points"]) >= min_points),
+                    key=lambda g: -abs(g["points"]))   # stable: ties keep the field order, as the scorer
+    reasons = tuple(g["sentence"] for g in ranked[:top]) or (reason_text.near_average(float(base)),)
+    return LiveExplanation(str(result["encounter_id"]), float(risk), float(base), points, contrib, reasons,
+                           str(getattr(service, "model_version", "unknown")),
+                           int(getattr(service, "single_samples", 32)))
 
 
 # --- LACE ----------------------------------------------------------------------------------------------

@@ -56,7 +56,18 @@ enc, pred = detail.encounter, detail.prediction or {}
 
 st.subheader(f"Patient {detail.patient_id} · encounter {detail.encounter_id}")
 risk = pred.get("risk")
-if risk is None or pd.isna(risk):
+scored = risk is not None and not pd.isna(risk)
+service = data.loaded_model() if scored else None
+live, live_failed = None, False
+if service is not None:
+    try:
+        with st.spinner("Explaining this score (sampled Shapley values)…"):
+            live = data.live_explanation(detail.encounter_id, service)
+    except Exception as error:  # noqa: BLE001 - fall back to the stored explanation
+        log.error("live explanation failed (%s)", type(error).__name__)  # no patient ids in the app log
+        live_failed = True
+
+if not scored:
     reason = pred.get("ineligible_reason") or enc.get("ineligible_reason")
     st.warning(f"Not scored: this discharge is not eligible for readmission measurement"
                f"{' (' + str(reason) + ')' if reason else ''}.")
@@ -67,17 +78,35 @@ else:
     pctile = pred.get("risk_percentile")
     c.metric("Percentile among scored discharges", f"{pctile:.0f}" if pctile is not None and not pd.isna(pctile) else "—")
     st.markdown(f"**{tier_label(pred.get('risk_tier'))}.**")
-    reasons = [pred.get(f"reason_{i}") for i in (1, 2, 3)]
-    reasons = [r for r in reasons if r and not (isinstance(r, float) and pd.isna(r))]
+    if live is not None and not live.agrees_with(risk):
+        st.warning(f"The model loaded now ({live.model_version}) gives {pct(live.risk)} for this discharge, not the "
+                   f"stored {pct(risk)} (scored by {pred.get('model_version') or 'an unknown model'}). The stored risk "
+                   "is shown above; the reasons and the chart below explain the loaded model's risk. Rescore the "
+                   "warehouse with this model (`readmit score`).")
+    if live is not None:
+        reasons = list(live.reasons)
+    else:
+        reasons = [pred.get(f"reason_{i}") for i in (1, 2, 3)]
+        reasons = [r for r in reasons if r and not (isinstance(r, float) and pd.isna(r))]
     if reasons:
         st.markdown("**Main reasons for this score:**\n" + "\n".join(f"{i}. {r}" for i, r in enumerate(reasons, 1)))
 
 left, right = st.columns([3, 2])
 with left:
-    if not detail.contributions.empty:
+    if live is not None:
+        st.plotly_chart(dashboard.contributions_figure(live.contributions, live.base_risk), width="stretch")
+        st.caption(f"Reasons and chart: sampled Shapley explanation ({live.samples} samples), computed now for this "
+                   f"discharge by model {live.model_version}; the bars add up from the average patient's risk to this "
+                   "patient's risk. The worklist's one-line reasons come from the fast approximation (integrated "
+                   "gradients) stored at scoring time and may rank the fields differently.")
+    elif not detail.contributions.empty:
         st.plotly_chart(dashboard.waterfall_figure(detail), width="stretch")
-        st.caption("Contributions (SHAP values) computed when the model scored this discharge; the bars add up "
-                   "from the average patient's risk to this patient's risk.")
+        why = ("the live explanation could not be computed" if live_failed
+               else "no model is loaded" if scored and service is None else "no live explanation is available")
+        st.caption(f"Reasons and chart: {why}, so these are the contributions stored when the model scored this "
+                   "discharge (by default the fast approximation, integrated gradients, which can rank the fields "
+                   "differently from exact Shapley values). The bars add up from the average patient's risk to "
+                   "this patient's risk.")
     else:
         st.info("No explanation stored for this discharge.")
 with right:

@@ -121,6 +121,120 @@ def test_patient_detail_and_unknown_ids(demo_wh):
     dashboard.waterfall_figure(detail)  # builds
 
 
+CHAMPION = ROOT / "models" / "champion"
+
+
+def _patient_with_stays(wh: Warehouse, at_least: int = 2) -> pd.DataFrame:
+    """The encounters of a patient with several stays (history order: admission time, then id)."""
+    who = wh.query("SELECT patient_id FROM encounters GROUP BY patient_id HAVING count(*) >= ? "
+                   "ORDER BY patient_id LIMIT 1", [at_least])["patient_id"].iloc[0]
+    return wh.query("SELECT encounter_id FROM encounters WHERE patient_id = ? ORDER BY admit_time, encounter_id", [who])
+
+
+def test_live_explanation_history_stops_at_the_viewed_encounter(demo_wh):
+    wh = Warehouse(str(demo_wh))
+    stays = list(_patient_with_stays(wh)["encounter_id"])
+    history = dashboard.encounters_up_to(wh, stays[0])
+    assert list(history["encounter_id"]) == stays[:1]            # later stays never enter
+    history = dashboard.encounters_up_to(wh, stays[-1])
+    assert list(history["encounter_id"]) == stays                 # the viewed one last, earlier ones first
+    assert dashboard.encounters_up_to(wh, "E9999999").empty
+    assert dashboard.encounters_up_to(wh, "' OR 1=1 --").empty
+
+
+@pytest.mark.skipif(not (CHAMPION / "config.json").exists(), reason="no trained model in models/champion")
+def test_live_explanation_is_sampled_shapley_and_additive(demo_wh):
+    from core.scoring import ScoringService
+    service = ScoringService.load(CHAMPION)
+    wh = Warehouse(str(demo_wh))
+    viewed = list(_patient_with_stays(wh)["encounter_id"])[-1]
+    live = dashboard.live_explanation(service, wh, viewed)
+    assert live is not None and live.encounter_id == viewed and live.samples == service.single_samples
+    history = dashboard.encounters_up_to(wh, viewed)
+    direct = service.explain_one(history)
+    assert live.risk == pytest.approx(direct["risk"], abs=1e-12)
+    # additive: base + sum of the field groups' points == risk (attributions are stored to 6 decimals)
+    assert live.base_risk + sum(live.points.values()) == pytest.approx(live.risk, abs=1e-4)
+    assert live.base_risk + live.contributions["contribution"].sum() == pytest.approx(live.risk, abs=1e-4)
+    assert len(live.points) == len(direct["groups"])
+    # the same model scoring the same history (batch path) gives the same risk: no warning on the page
+    batch = service.score_encounters(history, explain=False)
+    assert live.agrees_with(batch["risk"].iloc[-1])
+    top = max(direct["groups"], key=lambda g: abs(g["points"] or 0))
+    assert live.reasons[0] == top["sentence"]
+
+
+class _ExplainingService:
+    """A stand-in model for the Patient page: explain_one returns fixed points that add up to `risk`."""
+    single_samples = 32
+
+    def __init__(self, risk: float, version: str):
+        self.risk, self.model_version, self.model_dir = float(risk), version, "fake-model"
+        self.calls = []
+
+    def explain_one(self, encounters):
+        from core.explain import FIELD_GROUPS
+        self.calls.append(list(encounters["encounter_id"]))
+        points = {g.name: 0.0 for g in FIELD_GROUPS}
+        points[FIELD_GROUPS[0].name], points[FIELD_GROUPS[1].name] = 0.07, -0.02
+        base = self.risk - 0.05
+        return {"encounter_id": encounters["encounter_id"].iloc[-1], "risk": self.risk, "base_risk": base,
+                "groups": [{"group": g.name, "label": g.label, "points": points[g.name],
+                            "sentence": f"LIVE-{g.name} ({'raises' if points[g.name] > 0 else 'lowers'} risk)"}
+                           for g in FIELD_GROUPS]}
+
+    def features_for(self, encounters):
+        return pd.DataFrame([{}])
+
+
+def _open_patient(encounter_id: str) -> AppTest:
+    at = app().run()
+    at.switch_page("pages/2_Patient.py")
+    at.query_params["encounter"] = encounter_id
+    return at.run()
+
+
+def test_patient_page_shows_the_live_sampled_shapley_explanation(env, monkeypatch, demo_wh):
+    import ui.data
+    folder = env / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    monkeypatch.setenv("READMIT_MODEL_DIR", str(folder))
+    wh = Warehouse(str(demo_wh))
+    stays = list(_patient_with_stays(wh)["encounter_id"])
+    viewed = stays[-1]
+    stored = float(wh.query("SELECT risk FROM predictions WHERE encounter_id = ?", [viewed])["risk"].iloc[0])
+    service = _ExplainingService(stored, "fake-live-1")
+    monkeypatch.setattr(ui.data, "scoring_service", lambda model_dir: service)
+    at = _open_patient(viewed)
+    assert not at.exception
+    assert service.calls == [stays]                    # the patient's stays up to the viewed one, it last
+    body = texts(at)
+    assert "LIVE-" in body and "Main reasons for this score" in body
+    assert any("sampled Shapley" in c.value and "fast approximation" in c.value for c in at.caption)
+    assert not at.warning
+    reasons = [m.value for m in at.markdown if "Main reasons" in m.value][0]
+    from core.explain import FIELD_GROUPS
+    assert reasons.index(f"LIVE-{FIELD_GROUPS[0].name}") < reasons.index(f"LIVE-{FIELD_GROUPS[1].name}")
+    assert at.get("plotly_chart")
+    # a different risk from the loaded model: the stored risk stays, with a warning
+    service = _ExplainingService(stored + 0.01, "fake-live-2")
+    monkeypatch.setattr(ui.data, "scoring_service", lambda model_dir: service)
+    at = _open_patient(viewed)
+    assert not at.exception
+    assert any("not the stored" in w.value for w in at.warning)
+    assert any(m.label == "Predicted 30-day readmission risk" for m in at.metric)
+
+
+def test_patient_page_without_a_model_uses_the_stored_explanation(env, demo_wh):
+    wh = Warehouse(str(demo_wh))
+    top = dashboard.worklist(wh, page_size=1).rows.iloc[0]
+    at = _open_patient(top["encounter_id"])
+    assert not at.exception
+    assert any("no model is loaded" in c.value and "stored" in c.value for c in at.caption)
+    assert "LIVE-" not in texts(at)
+
+
 def test_hospital_benchmark_keeps_missing_values_missing(demo_wh):
     wh = Warehouse(str(demo_wh))
     options = dashboard.hospital_options(wh)

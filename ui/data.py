@@ -3,7 +3,9 @@
 scoring run is picked up without restarting the app."""
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
 from typing import Optional
 
 import pandas as pd
@@ -12,6 +14,8 @@ import streamlit as st
 from core import dashboard
 from core.config import Settings
 from core.warehouse import POINTER_FILE, Warehouse, local_path
+
+log = logging.getLogger("readmit.app")
 
 
 def settings() -> Settings:
@@ -163,3 +167,29 @@ def scoring_service(model_dir: str):
     """The model, loaded once per process (never trained here)."""
     from core.scoring import ScoringService
     return ScoringService.load(model_dir)
+
+
+def loaded_model():
+    """The configured model's cached ScoringService, or None when no model folder is configured
+    (no config.json) or it cannot be loaded (logged, without patient data)."""
+    model_dir = settings().model_dir
+    if not (Path(model_dir) / "config.json").exists():
+        return None
+    try:
+        return scoring_service(model_dir)
+    except Exception:  # noqa: BLE001 - the pages fall back to what the warehouse stores
+        log.exception("model could not be loaded from %s", model_dir)
+        return None
+
+
+@st.cache_data(ttl=3600, show_spinner=False, max_entries=500)
+def _live_explanation(root: str, version: str, model_dir: str, model_version: str, encounter_id: str,
+                      _service) -> Optional[dashboard.LiveExplanation]:
+    return dashboard.live_explanation(_service, Warehouse(root), encounter_id)
+
+
+def live_explanation(encounter_id: str, service) -> Optional[dashboard.LiveExplanation]:
+    """Sampled Shapley explanation of one encounter (`ScoringService.explain_one`), cached per encounter,
+    warehouse version and model version."""
+    return _live_explanation(*_key(), str(getattr(service, "model_dir", None) or settings().model_dir),
+                             str(service.model_version), str(encounter_id), service)
