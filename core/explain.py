@@ -239,6 +239,7 @@ def save_background(folder: str | Path, background: Background) -> Path:
                "codes": np.ascontiguousarray(b.codes, dtype=np.int64),
                "weights": np.ascontiguousarray(background.weights, dtype=np.float64)},
               str(path), metadata={"format": "readmit-explain-background", "version": "1"})
+    path.chmod(0o644)  # safetensors writes 0600; a model folder is meant to be read by the serving user
     return path
 
 
