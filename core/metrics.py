@@ -90,16 +90,21 @@ def _weighted_auroc(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.nda
         return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), np.nan)
 
 
+def _flagged_counts(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each distinct cut-off (highest first): the cut-off, true positives and rows flagged at p >= it."""
+    order = np.argsort(-p, kind="mergesort")
+    p_sorted, y_sorted = p[order], y[order]
+    last_of_tie = np.r_[p_sorted[1:] != p_sorted[:-1], True]
+    return (p_sorted[last_of_tie], np.cumsum(y_sorted)[last_of_tie],
+            (np.arange(y.size) + 1.0)[last_of_tie])
+
+
 def average_precision(y, p) -> float:
     """Average precision (AUPRC), as scikit-learn defines it; NaN without positives."""
     y, p = _as_arrays(y, p)
     if y.sum() == 0:
         return float("nan")
-    order = np.argsort(-p, kind="mergesort")
-    p_sorted, y_sorted = p[order], y[order]
-    last_of_tie = np.r_[p_sorted[1:] != p_sorted[:-1], True]
-    tp = np.cumsum(y_sorted)[last_of_tie]
-    flagged = (np.arange(y.size) + 1.0)[last_of_tie]
+    _, tp, flagged = _flagged_counts(y, p)
     precision = tp / flagged
     recall = tp / y.sum()
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
@@ -261,13 +266,9 @@ def best_f1_cutoff(y, p) -> float:
     y, p = _as_arrays(y, p)
     if y.sum() == 0:
         return float("nan")
-    order = np.argsort(-p, kind="mergesort")
-    p_sorted, y_sorted = p[order], y[order]
-    last_of_tie = np.r_[p_sorted[1:] != p_sorted[:-1], True]
-    tp = np.cumsum(y_sorted)[last_of_tie]
-    flagged = (np.arange(y.size) + 1.0)[last_of_tie]
+    cutoffs, tp, flagged = _flagged_counts(y, p)
     f1 = 2 * tp / (flagged + y.sum())
-    return float(p_sorted[last_of_tie][int(np.argmax(f1))])
+    return float(cutoffs[int(np.argmax(f1))])
 
 
 def top_fraction_flags(p: np.ndarray, fraction: float) -> np.ndarray:
