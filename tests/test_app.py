@@ -18,7 +18,6 @@ from core.warehouse import Warehouse
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "app"
 sys.path.insert(0, str(FIXTURES))
-import fake_scoring  # noqa: E402
 import make_warehouse  # noqa: E402
 
 AUTH_SECRETS = {"auth": {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x" * 32,
@@ -142,10 +141,15 @@ def test_live_explanation_history_stops_at_the_viewed_encounter(demo_wh):
     assert dashboard.encounters_up_to(wh, "' OR 1=1 --").empty
 
 
-@pytest.mark.skipif(not (CHAMPION / "config.json").exists(), reason="no trained model in models/champion")
-def test_live_explanation_is_sampled_shapley_and_additive(demo_wh):
+@pytest.fixture(scope="module")
+def champion():
+    """The shipped model, loaded through the real scoring service."""
     from core.scoring import ScoringService
-    service = ScoringService.load(CHAMPION)
+    return ScoringService.load(CHAMPION)
+
+
+def test_live_explanation_is_sampled_shapley_and_additive(demo_wh, champion):
+    service = champion
     wh = Warehouse(str(demo_wh))
     viewed = list(_patient_with_stays(wh)["encounter_id"])[-1]
     live = dashboard.live_explanation(service, wh, viewed)
@@ -308,24 +312,24 @@ def test_patient_unknown_id_says_not_found(env):
     assert list(audit.read_records(env / "audit.jsonl"))[-1]["action"] == "patient_not_found"
 
 
-def test_upload_lists_row_errors_and_scores_valid_rows(env, monkeypatch):
+def test_upload_lists_row_errors_and_scores_valid_rows(env, monkeypatch, champion):
     import ui.data
-    monkeypatch.setattr(ui.data, "scoring_service", lambda model_dir: fake_scoring.load())
+    monkeypatch.setattr(ui.data, "scoring_service", lambda model_dir: champion)
     at = app().run()
     at.switch_page("pages/3_Upload.py").run()
     assert not at.exception and at.get("download_button")
     # AppTest has no file-upload element: exercise the page's core call with the real fixture file
-    result = dashboard.score_upload(fake_scoring.load(), (FIXTURES / "upload_one_bad_row.csv").read_bytes(),
+    result = dashboard.score_upload(champion, (FIXTURES / "upload_one_bad_row.csv").read_bytes(),
                                     "mine.csv")
     assert result.errors[["row", "column"]].values.tolist() == [[3, "length_of_stay_days"]]
     assert len(result.predictions) == 4 and list(result.predictions["rank"]) == [1, 2, 3, 4]
     assert result.predictions["risk"].is_monotonic_decreasing
 
 
-def test_upload_refusal_names_the_users_file_not_the_temp_copy():
+def test_upload_refusal_names_the_users_file_not_the_temp_copy(champion):
     from core.errors import UserError
     with pytest.raises(UserError) as caught:
-        dashboard.score_upload(fake_scoring.load(), b"", "discharges.csv")
+        dashboard.score_upload(champion, b"", "discharges.csv")
     assert "discharges.csv" in str(caught.value) and "readmit-upload-" not in str(caught.value)
 
 
