@@ -4,11 +4,11 @@ from __future__ import annotations
 import logging
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
+from serving import figures
 from ui import chrome, data
-from ui.format import PALETTE, TIER_ICONS, friendly_error, synthetic_banner
+from ui.format import TIER_ICONS, friendly_error, synthetic_banner
 
 log = logging.getLogger("readmit.app")
 
@@ -22,7 +22,7 @@ def home(status) -> None:
     try:
         summary = data.summary()
         capacity = data.capacity(data.calls_per_day())
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.exception("home summary failed")
         friendly_error("the cohort summary")
         return
@@ -36,14 +36,7 @@ def home(status) -> None:
                    + capacity.basis)
     left, right = st.columns([3, 2])
     with left:
-        hist = summary.risk_histogram
-        fig = go.Figure(go.Bar(x=(hist["bin_start"] + hist["bin_end"]) / 2 * 100, y=hist["count"],
-                               width=100 / len(hist) * 0.9, marker_color=PALETTE[0], name="discharges"))
-        fig.add_vline(x=capacity.threshold * 100, line_dash="dash", line_color=PALETTE[3],
-                      annotation_text=f"threshold {capacity.threshold * 100:.1f}%")
-        fig.update_layout(title="Risk distribution of scored discharges", xaxis_title="predicted 30-day risk (%)",
-                          yaxis_title="discharges", height=340, margin={"t": 50, "b": 40})
-        st.plotly_chart(fig, width="stretch")
+        st.plotly_chart(figures.risk_histogram_figure(summary.risk_histogram, capacity.threshold), width="stretch")
     with right:
         st.subheader("Risk tiers")
         st.dataframe(pd.DataFrame({"tier": [f"{TIER_ICONS[t]} {t}" for t in summary.tier_counts],

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from typing import Annotated, Any, Optional, Protocol
 
 import anyio
@@ -11,44 +10,18 @@ import pandas as pd
 from fastapi import Depends, HTTPException, Request, status
 
 from api.metrics import ApiMetrics
+from api.schemas import to_canonical_frame
 from api.security import ApiSettings, require_api_key
 
 
 class Scorer(Protocol):
-    """What the API needs from `core.scoring.ScoringService`."""
+    """What the API needs from `serving.scoring.ScoringService` (which serializes its own model calls)."""
     model_version: str
 
     def score_encounters(self, canonical: pd.DataFrame, explain: bool = True, top_reasons: int = 3
                          ) -> pd.DataFrame: ...
 
     def explain_one(self, canonical: pd.DataFrame) -> dict[str, Any]: ...
-
-
-class SerializedScorer:
-    """One scoring call at a time per worker process.
-
-    The explainer hooks the model's token layer for integrated gradients, which is not safe for
-    concurrent calls from the threadpool (seen under load: "differentiated Tensor ... not used in
-    the graph"), and with one torch thread per worker concurrency inside a worker buys no CPU
-    anyway: throughput comes from worker processes. Everything else (parsing, validation, JSON)
-    still runs concurrently.
-    """
-
-    def __init__(self, scorer: Any) -> None:
-        self._scorer = scorer
-        self._lock = threading.Lock()
-
-    @property
-    def model_version(self) -> str:
-        return self._scorer.model_version
-
-    def score_encounters(self, canonical: pd.DataFrame, explain: bool = True, top_reasons: int = 3) -> pd.DataFrame:
-        with self._lock:
-            return self._scorer.score_encounters(canonical, explain=explain, top_reasons=top_reasons)
-
-    def explain_one(self, canonical: pd.DataFrame) -> dict[str, Any]:
-        with self._lock:
-            return self._scorer.explain_one(canonical)
 
 
 class MicroBatcher:
@@ -101,7 +74,6 @@ class MicroBatcher:
         return [members for _, members in groups]
 
     def _score_rows(self, encounters: list) -> list[dict[str, Any]]:
-        from api.schemas import to_canonical_frame
         scored = self.scorer.score_encounters(to_canonical_frame(encounters), explain=True, top_reasons=3)
         return scored.to_dict(orient="records")
 
@@ -120,12 +92,12 @@ class MicroBatcher:
                 try:
                     rows = await anyio.to_thread.run_sync(self._score_rows, [e for e, _ in live])
                     results = list(zip(live, rows))
-                except Exception:  # noqa: BLE001 - retry alone, so a failure stays with its request
+                except Exception:
                     results = []
                     for item in live:
                         try:
                             results.append((item, (await anyio.to_thread.run_sync(self._score_rows, [item[0]]))[0]))
-                        except Exception as error:  # noqa: BLE001
+                        except Exception as error:
                             if not item[1].done():
                                 item[1].set_exception(error)
                 for (_, future), row in results:
@@ -164,5 +136,4 @@ ScorerDep = Annotated[Scorer, Depends(get_scorer)]
 OptionalScorerDep = Annotated[Optional[Scorer], Depends(get_optional_scorer)]
 BatcherDep = Annotated[MicroBatcher, Depends(get_batcher)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
-ApiKeyDep = Annotated[Optional[str], Depends(require_api_key)]
 PROTECTED: list[Any] = [Depends(require_api_key)]  # router-level guard: 401 without a valid key

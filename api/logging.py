@@ -18,7 +18,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 ACCESS_LOGGER = "readmit.api.access"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-ACCESS_FIELDS = ("request_id", "method", "path", "status", "latency_ms", "model_version", "key_id")
 
 
 class JsonFormatter(logging.Formatter):

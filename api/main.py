@@ -13,12 +13,13 @@ from typing import Any, Callable, Optional
 
 from fastapi import FastAPI
 
-from api.deps import MicroBatcher, SerializedScorer
+from api.deps import MicroBatcher
 from api.logging import AccessLogMiddleware, configure_access_logger
 from api.metrics import ApiMetrics
 from api.routes import health, metrics, predict
 from api.security import ApiSettings
 from core.config import Settings
+from serving.scoring import ScoringService
 
 log = logging.getLogger(__name__)
 
@@ -26,20 +27,8 @@ ScorerLoader = Callable[[str], Any]
 
 
 def load_scoring_service(model_dir: str) -> Any:
-    from core.scoring import ScoringService  # imports torch: only when the app starts
+    """The model, loaded once per worker; torch threads come from READMIT_TORCH_THREADS."""
     return ScoringService.load(model_dir)
-
-
-def _set_torch_threads(threads: int) -> None:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a runtime dependency
-        return
-    torch.set_num_threads(threads)
-    try:
-        torch.set_num_interop_threads(threads)
-    except RuntimeError:  # already set in this process
-        pass
 
 
 def _paths(router: Any) -> set[str]:
@@ -54,8 +43,7 @@ def create_app(api_settings: Optional[ApiSettings] = None, settings: Optional[Se
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        _set_torch_threads(settings.torch_threads)
-        app.state.scorer = SerializedScorer(loader(settings.model_dir))
+        app.state.scorer = loader(settings.model_dir)
         app.state.batcher = MicroBatcher(app.state.scorer, on_call=app.state.metrics.microbatch_rows.observe)
         await app.state.batcher.start()
         log.info("model %s loaded from %s", app.state.scorer.model_version, settings.model_dir)

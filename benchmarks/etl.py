@@ -25,7 +25,16 @@ import threading
 import time
 from pathlib import Path
 
+import duckdb
+import numpy as np
 import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from core.schema import arrow_schema
+from core.synthetic import generate_chunk
+from etl import pipeline
+from etl.spark import get_spark
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -78,12 +87,7 @@ COPY (
 
 def make_input(rows: int, seed: int, folder: Path) -> Path:
     """Synthetic canonical encounters as Parquet, with a row order column (not timed)."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from core.schema import arrow_schema
-    from core.synthetic import generate_chunk
 
     path = folder / f"synthetic_{rows}.parquet"
     schema = arrow_schema().append(pa.field("_row", pa.int64()))
@@ -97,8 +101,6 @@ def make_input(rows: int, seed: int, folder: Path) -> Path:
 
 def run_spark(input_path: str, warehouse: str, master: str) -> int:
     """The ETL job on a Parquet of canonical encounters (the extract step swapped for a read)."""
-    from etl import pipeline
-    from etl.spark import get_spark
 
     spark = get_spark(master, "4g", shuffle_partitions=8)
 
@@ -109,14 +111,13 @@ def run_spark(input_path: str, warehouse: str, master: str) -> int:
 
     pipeline.adapter = lambda source: ParquetAdapter  # the benchmark's own extract step
     options = pipeline.EtlOptions(source="synthetic-parquet", input=input_path, warehouse=warehouse, master=master)
-    summary = pipeline._load_encounters(spark, options, pipeline.load.new_version(),  # noqa: SLF001
-                                        pipeline._base_manifest(spark, options, "bench"))  # noqa: SLF001
+    summary = pipeline._load_encounters(spark, options, pipeline.load.new_version(),
+                                        pipeline._base_manifest(spark, options, "bench"))
     spark.stop()
     return summary["tables"]["features"]
 
 
 def run_duckdb(input_path: str, output: str) -> int:
-    import duckdb
 
     con = duckdb.connect()
     con.execute(DUCKDB_FEATURES.format(output=output.replace("'", "''")), {"input": input_path, "salt": "s"})

@@ -29,6 +29,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lightgbm as lgb
+import torch
+
+from models.data import read_split
+from models.evaluate import load_predictor, transformer_risk
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -69,7 +75,6 @@ def sample_params(rng: np.random.Generator) -> dict[str, Any]:
 
 
 def tune_lightgbm(splits: dict[str, pd.DataFrame], budget_s: float, seed: int, threads: int) -> dict[str, Any]:
-    import lightgbm as lgb
 
     train, validation = splits["train"], splits["validation"]
     categories = {name: sorted(train[name].dropna().unique().tolist()) for name in LGBM_CATEGORICAL}
@@ -177,10 +182,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json-out", help="write all numbers to this JSON file")
     args = parser.parse_args(argv)
 
-    import torch
     torch.set_num_threads(args.threads)
-    from models.data import read_split
-    from models.evaluate import load_predictor, transformer_risk
 
     warehouse = Warehouse(args.warehouse)
     splits = {name: read_split(warehouse, name) for name in ("train", "validation", "test")}

@@ -15,12 +15,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import torch
+
+from core.encoding import encode
+from core.sources import diabetes130
+from models.explain import sampled_shapley
+from serving.scoring import ScoringService
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parent.parent
@@ -49,11 +57,7 @@ def main() -> int:
     parser.add_argument("--skip-cli", action="store_true")
     parser.add_argument("--fidelity-rows", type=int, default=20)
     args = parser.parse_args()
-    import torch
     torch.set_num_threads(1)
-    from core.encoding import encode
-    from core.scoring import ScoringService
-    from core.sources import diabetes130
 
     model = Path(args.model)
     if not (model / "config.json").exists():
@@ -71,7 +75,6 @@ def main() -> int:
             output = Path(tmp) / "out.csv"
             command = [str(REPO / ".venv" / "bin" / "readmit"), "score", "--input", str(source), "--output",
                        str(output), "--model", str(model)]
-            import resource
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
             completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -127,7 +130,6 @@ def main() -> int:
     print(f"    one row with gradient reasons (median of 7): {statistics.median(times):.3f} s")
 
     # (d) fidelity of the fast batch explanations
-    from core.explain import sampled_shapley
     rows = batch.take(np.linspace(0, len(batch) - 1, args.fidelity_rows).astype(int))
     (reference, _), wall, _ = timed(lambda: sampled_shapley(service.risk, rows, service.background, n_samples=128))
     fast, _ = service.explainer.explain(rows)

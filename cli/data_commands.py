@@ -6,8 +6,8 @@ start fast.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import csv
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -94,6 +94,7 @@ def etl_command(args: argparse.Namespace) -> int:
 
 def sql_command(args: argparse.Namespace) -> int:
     import duckdb
+
     from core.warehouse import Warehouse, WarehouseError
 
     try:

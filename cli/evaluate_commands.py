@@ -17,12 +17,12 @@ log = logging.getLogger(__name__)
 def register(subparsers: argparse._SubParsersAction) -> None:
     settings = get_settings()
     parser = subparsers.add_parser(
-        "evaluate", help="metrics, intervals, subgroups and figures for a model vs LACE and MLlib baselines")
+        "evaluate", help="metrics, intervals and subgroups for a model vs LACE and MLlib baselines")
     parser.add_argument("--warehouse", default=settings.warehouse, help="warehouse root")
     parser.add_argument("--model", default=settings.model_dir, help="model folder (Hugging Face format)")
     parser.add_argument("--split", default="test", choices=["train", "validation", "test"])
     parser.add_argument("--skip-mllib", action="store_true", help="do not train the Spark MLlib baselines")
-    parser.add_argument("--out", help="where metrics.json and figures/ go (default: the model folder)")
+    parser.add_argument("--out", help="where metrics.json goes (default: the model folder)")
     parser.add_argument("--n-boot", type=int, default=1000, help="patient-cluster bootstrap replicates")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--master", default=settings.spark_master, help="Spark master for the MLlib baselines")
@@ -32,9 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def mllib_predictions(warehouse: str, master: str, driver_memory: str):
     """Train and tune the MLlib baselines; their validation + test predictions and summaries."""
+    from core.warehouse import WarehouseError
     from etl.baselines import run_baselines
     from etl.spark import get_spark
-    from core.warehouse import WarehouseError
     spark = get_spark(master=master, driver_memory=driver_memory, app_name="readmit-evaluate")
     try:
         try:
@@ -67,5 +67,5 @@ def evaluate_command(args: argparse.Namespace) -> int:
     print(f"split '{args.split}': {rows['evaluated']} eligible labelled encounters, {rows['patients']} patients, "
           f"prevalence {rows['positives'] / rows['evaluated']:.3f}")
     print(format_table(report["comparison"]))
-    print(f"wrote {args.out or args.model}/metrics.json and figures/ in {time.time() - started:.0f}s")
+    print(f"wrote {args.out or args.model}/metrics.json in {time.time() - started:.0f}s")
     return 0

@@ -89,7 +89,8 @@ def run(args) -> int:
 
 
 def _score_file(args) -> int:
-    from core.scoring import ScoringService, errors_frame
+    from core.intake import errors_frame
+    from serving.scoring import ScoringService
     started = time.perf_counter()
     output = Path(args.output)
     if Path(args.input).resolve() == output.resolve():
@@ -120,9 +121,10 @@ def _score_file(args) -> int:
 
 
 def _score_warehouse(args) -> int:
+    from core.intake import from_warehouse_frame
     from core.predictions import write_predictions
-    from core.scoring import ScoringService, from_warehouse_frame
     from core.warehouse import Warehouse, WarehouseError
+    from serving.scoring import ScoringService
     started = time.perf_counter()
     warehouse = Warehouse(args.warehouse)
     try:
@@ -145,7 +147,7 @@ def _score_warehouse(args) -> int:
 
 
 def _build_background(args) -> int:
-    from core.explain import background_from_warehouse, save_background
+    from models.explain import background_from_warehouse, save_background
     from models.inference import ReadmitPredictor
     if not args.warehouse:
         raise UserError("--build-background needs --warehouse W (its training features are summarized)")

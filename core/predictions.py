@@ -1,8 +1,11 @@
 """The warehouse `predictions` table, written without Spark.
 
-Each run writes a brand-new version folder `tables/predictions/<version>/` (Parquet + `_manifest.json`),
-then switches `CURRENT.json` with `core.warehouse.update_pointer` (locked, one atomic rename), keeping every
-other table's pointer as it is. A run killed mid-write leaves the previous predictions in place.
+Each run writes a brand-new version folder `tables/predictions/<version>/` (Parquet + `_manifest.json`,
+staged under a dot-prefixed name and renamed whole) while holding the warehouse's writer lock, then
+switches `CURRENT.json` with `core.warehouse.update_pointer` (locked, one atomic rename), keeping every
+other table's pointer as it is. The manifest records the `encounters` version the predictions were
+computed from, and the pointer is switched only while it still names that version. A run killed
+mid-write leaves the previous predictions in place.
 """
 from __future__ import annotations
 
@@ -17,11 +20,21 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.warehouse import is_remote, local_path, read_pointer, table_version_path, update_pointer
+from core.warehouse import (
+    KEEP_VERSIONS,
+    MANIFEST_FILE,
+    is_remote,
+    local_path,
+    new_version,
+    prune_versions,
+    require_encounters,
+    switch_tables,
+    table_version_path,
+    update_pointer,
+    writing,
+)
 
 TABLE = "predictions"
-MANIFEST_FILE = "_manifest.json"
-KEEP_VERSIONS = 3
 
 PREDICTIONS_SCHEMA = pa.schema([
     pa.field("encounter_id", pa.string(), nullable=False),
@@ -42,11 +55,6 @@ PREDICTIONS_SCHEMA = pa.schema([
 ])
 
 
-def new_version(now: Optional[dt.datetime] = None) -> str:
-    """Sortable version name (UTC time to the microsecond, as the ETL names its versions)."""
-    return (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%dT%H%M%S%fZ")
-
-
 def to_arrow(predictions: pd.DataFrame, scored_at: dt.datetime) -> pa.Table:
     frame = predictions.copy()
     frame["scored_at"] = pd.Timestamp(scored_at)
@@ -63,8 +71,15 @@ def to_arrow(predictions: pd.DataFrame, scored_at: dt.datetime) -> pa.Table:
 
 
 def write_predictions(root: str | Path, predictions: pd.DataFrame, manifest: Optional[dict[str, Any]] = None,
-                      scored_at: Optional[dt.datetime] = None) -> str:
+                      scored_at: Optional[dt.datetime] = None, encounters_version: Optional[str] = None) -> str:
     """Write predictions as a new version of the `predictions` table and switch the pointer to it.
+
+    `encounters_version` is the `encounters` version the predictions were computed from: query the
+    encounters through `Warehouse(root).pinned()` and pass its `current_tables()["encounters"]`. It is
+    recorded in the manifest, and if the pointer names another encounters version by the time of the
+    switch (an ETL run published meanwhile), WarehouseError and the pointer is left as it was. None:
+    not computed from this warehouse's encounters (nothing recorded, nothing checked), unless `manifest`
+    itself carries an "encounters_version".
 
     Returns the version name. Other tables in CURRENT.json keep their versions.
     """
@@ -72,30 +87,27 @@ def write_predictions(root: str | Path, predictions: pd.DataFrame, manifest: Opt
         raise ValueError("core.predictions writes local warehouses only")
     scored_at = scored_at or dt.datetime.now(dt.timezone.utc)
     version = new_version(scored_at)
-    folder = Path(table_version_path(local_path(root), TABLE, version))
-    staging = folder.parent / f".{version}.{uuid.uuid4().hex[:8]}.tmp"
-    staging.mkdir(parents=True, exist_ok=False)
     table = to_arrow(predictions, scored_at)
-    pq.write_table(table, staging / "part-00000.parquet", compression="zstd")
-    (staging / MANIFEST_FILE).write_text(json.dumps({
-        "table": TABLE, "version": version, "rows": table.num_rows, "scored_at": scored_at.isoformat(),
-        "writer": "core.predictions", **(manifest or {})}, indent=1, sort_keys=True, default=str))
-    for path in staging.iterdir():
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())
-    os.replace(staging, folder)  # a version folder appears whole or not at all
-    update_pointer(root, lambda pointer: pointer["tables"].__setitem__(TABLE, version))
-    prune_versions(root, keep=KEEP_VERSIONS)
+    record = {"table": TABLE, "version": version, "rows": table.num_rows, "scored_at": scored_at.isoformat(),
+              "writer": "core.predictions", **(manifest or {})}
+    if encounters_version is not None:
+        record["encounters_version"] = encounters_version
+
+    def publish(pointer: dict[str, Any]) -> None:
+        if "encounters_version" in record:
+            require_encounters(pointer, record["encounters_version"], root)
+        switch_tables(pointer, {TABLE: version})
+
+    folder = Path(table_version_path(local_path(root), TABLE, version))
+    with writing(root):
+        staging = folder.parent / f".{version}.{uuid.uuid4().hex[:8]}.tmp"
+        staging.mkdir(parents=True, exist_ok=False)
+        pq.write_table(table, staging / "part-00000.parquet", compression="zstd")
+        (staging / MANIFEST_FILE).write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
+        for path in staging.iterdir():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        os.replace(staging, folder)  # a version folder appears whole or not at all
+        update_pointer(root, publish)
+    prune_versions(root, keep=KEEP_VERSIONS, tables=(TABLE,))
     return version
-
-
-def prune_versions(root: str | Path, keep: int = KEEP_VERSIONS) -> list[str]:
-    """Delete all but the `keep` newest prediction versions, never the current one; returns those deleted."""
-    import shutil
-    folder = Path(table_version_path(local_path(root), TABLE, "x")).parent
-    current = read_pointer(root).get("tables", {}).get(TABLE)
-    versions = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    doomed = [v for v in versions[:-keep] if v != current] if keep > 0 else []
-    for version in doomed:
-        shutil.rmtree(folder / version, ignore_errors=True)
-    return doomed

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field as PydField, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, create_model, field_validator
+from pydantic import Field as PydField
 
 SCHEMA_VERSION = "1.0"
 

@@ -14,15 +14,20 @@ from __future__ import annotations
 from typing import Any
 
 from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.feature import (Imputer, OneHotEncoder, SQLTransformer, StandardScaler, StringIndexer,
-                                VectorAssembler)
+from pyspark.ml.feature import Imputer, OneHotEncoder, SQLTransformer, StandardScaler, StringIndexer, VectorAssembler
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from core import icd
 from core.encoding import Preprocessing
-from core.features import (CATEGORICAL_FEATURES, CODE_FEATURES, CODE_MIN_COUNT, MISSING_LEVEL, NUMERIC_FEATURES,
-                           OTHER_LEVEL)
+from core.features import (
+    CATEGORICAL_FEATURES,
+    CODE_FEATURES,
+    CODE_MIN_COUNT,
+    MISSING_LEVEL,
+    NUMERIC_FEATURES,
+    OTHER_LEVEL,
+)
 
 PIPELINE_DIR = "pipeline_model"
 LEVEL_SUFFIX, INDEX_SUFFIX, ONEHOT_SUFFIX, NUMERIC_SUFFIX = "__level", "__index", "__onehot", "__x"

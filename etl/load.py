@@ -22,8 +22,15 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 
 from core.encoding import PREPROCESSING_FILE, Preprocessing
-from core.warehouse import (POINTER_FILE, is_remote, local_path, read_pointer, table_version_path,
-                            update_pointer, write_pointer)
+from core.warehouse import (
+    POINTER_FILE,
+    is_remote,
+    local_path,
+    read_pointer,
+    table_version_path,
+    update_pointer,
+    write_pointer,
+)
 from etl.encoding_fit import PIPELINE_DIR
 
 MANIFEST_FILE = "_manifest.json"
@@ -39,9 +46,9 @@ def new_version(now: Optional[dt.datetime] = None) -> str:
 # --- files: local or through Hadoop's FileSystem ---------------------------------------------------
 
 def _hadoop(spark: SparkSession, uri: str):
-    jvm = spark._jvm  # noqa: SLF001 - the documented way to reach Hadoop's FileSystem from PySpark
+    jvm = spark._jvm
     path = jvm.org.apache.hadoop.fs.Path(uri)
-    return path.getFileSystem(spark._jsc.hadoopConfiguration()), path  # noqa: SLF001
+    return path.getFileSystem(spark._jsc.hadoopConfiguration()), path
 
 
 def write_text(spark: SparkSession, uri: str, text: str) -> None:

@@ -25,8 +25,18 @@ from etl import load
 from etl.encoding_fit import fit_encoding
 from etl.spark import get_spark
 from etl.spark_schema import feature_struct
-from etl.transform import (DEFAULT_RATIOS, DEFAULT_SALT, SPLITS, drop_duplicate_encounters,
-                           ensure_order, features_of, local_path, null_out_of_bounds, patient_splits, with_history)
+from etl.transform import (
+    DEFAULT_RATIOS,
+    DEFAULT_SALT,
+    SPLITS,
+    drop_duplicate_encounters,
+    ensure_order,
+    features_of,
+    local_path,
+    null_out_of_bounds,
+    patient_splits,
+    with_history,
+)
 
 log = logging.getLogger(__name__)
 HOSPITAL_ORDER = ("fiscal_year", "facility_id", "measure")  # columns of core.hospitals

@@ -13,14 +13,19 @@ log-loss, and refits the winner on the whole validation split.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from core import metrics
+from models.manifest import ModelFolderError, read_json, sealed_update
+
 CALIBRATION_FILE = "calibration.json"
 METHODS = ("temperature", "platt", "isotonic")
+KNOWN_METHODS = ("identity",) + METHODS
 _EPS = 1e-6
 
 
@@ -31,26 +36,6 @@ def logit(p: np.ndarray) -> np.ndarray:
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
-
-
-def log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
-    y = np.asarray(y, dtype=np.float64)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
-
-
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
-    """ECE over equal-frequency bins (the protocol of ../shared/EVALUATION.md)."""
-    y = np.asarray(y, dtype=np.float64)
-    p = np.asarray(p, dtype=np.float64)
-    if len(p) == 0:
-        return float("nan")
-    order = np.argsort(p, kind="mergesort")
-    total = 0.0
-    for chunk in np.array_split(order, n_bins):
-        if len(chunk):
-            total += len(chunk) * abs(p[chunk].mean() - y[chunk].mean())
-    return float(total / len(p))
 
 
 def _fit_logistic(z: np.ndarray, y: np.ndarray, with_slope_and_bias: bool) -> tuple[float, float]:
@@ -72,6 +57,40 @@ def _fit_logistic(z: np.ndarray, y: np.ndarray, with_slope_and_bias: bool) -> tu
         if np.max(np.abs(step)) < 1e-10:
             break
     return float(a), float(b)
+
+
+def _finite(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _non_decreasing(values: Any, name: str) -> list[float]:
+    if not isinstance(values, list) or not values:
+        raise ValueError(f"{name} must be a non-empty list of numbers")
+    numbers = [_finite(v, f"{name}[{i}]") for i, v in enumerate(values)]
+    if any(b < a for a, b in zip(numbers, numbers[1:])):
+        raise ValueError(f"{name} must be non-decreasing")
+    return numbers
+
+
+def check_calibration(method: str, params: dict[str, Any]) -> None:
+    """ValueError unless `method` is known and `params` define a finite, non-decreasing map into [0, 1]
+    (a NaN parameter would silently give every row an empty risk; a decreasing one inverts the ranking)."""
+    if method not in KNOWN_METHODS:
+        raise ValueError(f"unknown calibration method {method!r} (known: {', '.join(KNOWN_METHODS)})")
+    if method == "temperature" and _finite(params.get("temperature"), "temperature") <= 0:
+        raise ValueError("temperature must be positive")
+    if method == "platt":
+        _finite(params.get("b"), "b")
+        if _finite(params.get("a"), "a") <= 0:
+            raise ValueError("platt slope a must be positive (a decreasing map inverts the ranking)")
+    if method == "isotonic":
+        x, y = _non_decreasing(params.get("x"), "x"), _non_decreasing(params.get("y"), "y")
+        if len(x) != len(y):
+            raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
+        if not 0.0 <= y[0] <= y[-1] <= 1.0:
+            raise ValueError("isotonic y values must be probabilities in [0, 1]")
 
 
 @dataclass
@@ -119,19 +138,33 @@ class Calibrator:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> "Calibrator":
-        return cls(state["method"], dict(state.get("params", {})))
+        """A validated calibrator (ValueError otherwise) from `to_dict`'s output."""
+        if not isinstance(state, dict) or not isinstance(state.get("params", {}), dict):
+            raise ValueError('expected {"method": ..., "params": {...}}')
+        calibrator = cls(state.get("method"), dict(state.get("params", {})))
+        check_calibration(calibrator.method, calibrator.params)
+        return calibrator
 
     def save(self, folder: str | Path, selection: dict[str, Any] | None = None) -> Path:
+        """Write calibration.json; a sealed folder (recalibration) is verified before and resealed after."""
+        check_calibration(self.method, self.params)
         path = Path(folder) / CALIBRATION_FILE
-        path.write_text(json.dumps({**self.to_dict(), "selection": selection or {}}, indent=1))
+        with sealed_update(folder):
+            path.write_text(json.dumps({**self.to_dict(), "selection": selection or {}}, indent=1))
         return path
 
     @classmethod
     def load(cls, folder: str | Path) -> "Calibrator":
+        """The folder's calibration; missing or invalid is an error, never a silent uncalibrated fallback
+        (an uncalibrated model says so with method "identity")."""
         path = Path(folder) / CALIBRATION_FILE
         if not path.exists():
-            return cls("identity", {})
-        return cls.from_dict(json.loads(path.read_text()))
+            raise ModelFolderError(f"{path}: missing; without it risks would be uncalibrated (restore it, or "
+                                   "recalibrate the model)")
+        try:
+            return cls.from_dict(read_json(path))
+        except ValueError as error:
+            raise ModelFolderError(f"{path}: invalid calibration ({error})") from error
 
 
 def grouped_halves(groups: np.ndarray, seed: int) -> np.ndarray:
@@ -155,8 +188,8 @@ def choose_calibrator(raw: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: 
         for fit_mask in (half, ~half):
             calibrator = Calibrator.fit(method, raw[fit_mask], y[fit_mask])
             held_out = calibrator(raw[~fit_mask])
-            losses.append(log_loss(y[~fit_mask], held_out))
-            eces.append(expected_calibration_error(y[~fit_mask], held_out))
+            losses.append(metrics.log_loss(y[~fit_mask], held_out))
+            eces.append(metrics.ece(y[~fit_mask], held_out))
         results[method] = {"held_out_log_loss": float(np.mean(losses)), "held_out_ece": float(np.mean(eces))}
     best = min(methods, key=lambda m: results[m]["held_out_log_loss"])
     calibrator = Calibrator.fit(best, raw, y)

@@ -3,7 +3,8 @@
 Sources, all optional except config.json: training.json (written by `readmit train`), calibration.json,
 thresholds.json and metrics.json (written by `readmit evaluate`: per model, `evaluate_predictions` output
 with "overall", "capacity", "reliability", "subgroups"). Sections whose source is absent say so instead
-of inventing numbers. Re-run `write_card(folder)` after `readmit evaluate` to refresh it.
+of inventing numbers. Re-run `write_card(folder)` after `readmit evaluate` to refresh it. The card shows
+the version sealed in manifest.json and warns when metrics.json measured another version.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import yaml
+
+from models.manifest import MANIFEST_FILE, version_label
 
 CARD_FILE = "README.md"
 PRIMARY_NAMES = ("transformer", "readmit-transformer", "model", "champion")
@@ -145,6 +148,25 @@ def _numeric_token_text(config: dict[str, Any]) -> str:
     return f"{len(names) - grouped + len(groups)} numeric ({described})"
 
 
+def _version_line(version: Optional[str]) -> str:
+    if version is None:
+        return ("**Not sealed**: this folder has no valid `manifest.json`, so `readmit` refuses to load it; run "
+                "`readmit seal --model DIR` once its files are the ones that were evaluated.")
+    return (f"**Model version `{version}`**: `manifest.json` lists the SHA-256 of every file that can change a "
+            "score (weights, config, preprocessing, calibration, thresholds, explanation background); `readmit` "
+            "refuses to load the folder if any of them differs.")
+
+
+def _metrics_version_lines(measured: Optional[str], version: Optional[str]) -> list[str]:
+    """Metrics are only this model's if they name its version: say so when they do not."""
+    if measured is not None and measured == version:
+        return [f"Measured on model version `{version}` (`model_version` in `metrics.json`).", ""]
+    if measured is None:
+        return ["**`metrics.json` does not name the model version it measured**: rerun `readmit evaluate`.", ""]
+    return [f"**Stale**: `metrics.json` measured model version `{measured}`, not this folder's "
+            f"`{version}`: rerun `readmit evaluate`.", ""]
+
+
 def render_card(folder: str | Path) -> str:
     folder = Path(folder)
     config = _read(folder, "config.json") or {}
@@ -152,6 +174,8 @@ def render_card(folder: str | Path) -> str:
     calibration = _read(folder, "calibration.json")
     thresholds = _read(folder, "thresholds.json") or {}
     metrics = _read(folder, "metrics.json")
+    manifest = _read(folder, MANIFEST_FILE) or {}
+    version = version_label(config.get("model_type", "model"), manifest["version"]) if manifest.get("version") else None
     if metrics and isinstance(metrics.get("models"), dict):  # `readmit evaluate` report: {"split", "models": {...}}
         evaluations = list(_evaluations(metrics["models"]))
     else:
@@ -173,6 +197,7 @@ def render_card(folder: str | Path) -> str:
              "with diabetes is followed by an unplanned readmission within 30 days. Load it with "
              "`import models; AutoModelForSequenceClassification.from_pretrained(folder)` or, with calibration, "
              "tiers and percentiles, `models.inference.ReadmitPredictor.load(folder)`.", "",
+             _version_line(version), "",
              "## Intended use and users", "",
              "- **Users**: discharge planners, transitional-care nurses and quality teams who decide who gets extra "
              "follow-up (a call, an early clinic visit, medication reconciliation) within a fixed capacity.",
@@ -203,6 +228,7 @@ def render_card(folder: str | Path) -> str:
               "## Metrics", ""]
     if evaluations:
         split = metrics.get("split", "?") if isinstance(metrics, dict) else "?"
+        lines += _metrics_version_lines(metrics.get("model_version") if isinstance(metrics, dict) else None, version)
         lines += [f"From `metrics.json` (written by `readmit evaluate` on the `{split}` split, the same rows for every "
                   "model; AUROC interval: patient-cluster bootstrap, 95%):", ""] + _metric_table(evaluations)
     else:
@@ -259,7 +285,7 @@ def render_card(folder: str | Path) -> str:
               f"--time-budget-minutes {_num(timing.get('time_budget_minutes'), 0)} "
               f"--max-epochs {training.get('options', {}).get('max_epochs', 6)} "
               f"--trials {training.get('options', {}).get('n_trials', 4)}",
-              "readmit evaluate --model models/champion   # writes metrics.json and figures",
+              "readmit evaluate --model models/champion   # writes metrics.json",
               "```", "",
               "Data versions used are in `training.json` (`data.pointer`, `data.features_manifest`). Training uses one "
               "CPU thread and a fixed seed; a rerun reproduces the metrics within noise (a time budget that cuts "

@@ -10,6 +10,8 @@ from typing import Optional, Sequence
 
 from transformers import PretrainedConfig
 
+from core.features import CATEGORICAL_NAMES, CODE_FEATURES, NUMERIC_NAMES
+
 
 class ReadmitTransformerConfig(PretrainedConfig):
     """A feature-tokenizer transformer for 30-day readmission risk.
@@ -144,7 +146,6 @@ class ReadmitTransformerConfig(PretrainedConfig):
         With `group_comorbidities`, the binary Charlson condition flags (cc_*) share one "comorbidities"
         token (the sum of their per-flag embeddings): 17 mostly-zero tokens become one, which makes the
         sequence 40 instead of 56 tokens long, and training and scoring about a third faster."""
-        from core.features import CATEGORICAL_NAMES, CODE_FEATURES, NUMERIC_NAMES
         if group_comorbidities and "numeric_token_groups" not in kwargs:
             kwargs["numeric_token_groups"] = {"comorbidities": [n for n in NUMERIC_NAMES if n.startswith("cc_")]}
         return cls(numeric_feature_names=list(NUMERIC_NAMES),

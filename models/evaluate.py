@@ -14,7 +14,8 @@ an error, not a silently smaller denominator.
 - extra (MLlib): probabilities from `etl.baselines` (trained on train, tuned on validation); best-F1
   threshold on their validation predictions.
 
-Outputs in the model folder (or `out_dir`): `metrics.json` and `figures/*.json` (plotly JSON).
+Output in the model folder (or `out_dir`): `metrics.json`; the dashboard draws its figures from it
+(`serving.figures`).
 """
 from __future__ import annotations
 
@@ -27,12 +28,13 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import pandas as pd
 
-from core import figures as figure_builders
 from core import metrics
 from core.encoding import encode
 from core.errors import UserError
 from core.lace import LaceModel, lace_score
 from core.warehouse import Warehouse
+from models.data import read_split
+from models.inference import ReadmitPredictor  # the model engineer's loader
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,6 @@ TRANSFORMER = "transformer"
 LACE = "lace"
 LACE_HIGH_RISK = 10
 METRICS_FILE = "metrics.json"
-FIGURES_DIR = "figures"
 
 
 def decision_thresholds(thresholds: Any) -> dict[str, float]:
@@ -76,7 +77,6 @@ def transformer_risk(predictor: Any, frame: pd.DataFrame) -> np.ndarray:
 
 
 def load_predictor(model_dir: str | Path):
-    from models.inference import ReadmitPredictor  # the model engineer's loader
     if not Path(model_dir).exists():
         raise UserError(f"model folder {model_dir} does not exist: run `readmit train` first")
     return ReadmitPredictor.load(model_dir)
@@ -87,7 +87,6 @@ def _labels(frame: pd.DataFrame) -> np.ndarray:
 
 
 def _read_split(warehouse: Warehouse, split: str) -> pd.DataFrame:
-    from models.data import read_split
     return read_split(warehouse, split)
 
 
@@ -142,7 +141,7 @@ def evaluate(warehouse_root: str | Path, model_dir: str | Path, split: str = "te
              extra: Optional[Mapping[str, pd.DataFrame]] = None, extra_info: Optional[Mapping[str, Any]] = None,
              out_dir: Optional[str | Path] = None, predictor: Any = None, n_boot: int = 1000,
              seed: int = 0, include_lace: bool = True) -> dict[str, Any]:
-    """Evaluate every model on the same rows and write metrics.json + figures; returns the report."""
+    """Evaluate every model on the same rows and write metrics.json; returns the report."""
     warehouse = Warehouse(str(warehouse_root))
     frame = _read_split(warehouse, split)
     if frame.empty:
@@ -174,6 +173,7 @@ def evaluate(warehouse_root: str | Path, model_dir: str | Path, split: str = "te
     report = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "split": split, "warehouse": str(warehouse_root), "model_dir": str(model_dir),
+        "model_version": getattr(predictor, "model_version", None),  # the manifest's: ties these numbers to the files
         "rows": {"evaluated": int(len(frame)), "patients": int(len(set(patients))), "positives": int(y.sum()),
                  "selection": "eligible encounters (not died, not hospice) with a known 30-day label"},
         "protocol": {"ece_bins": metrics.ECE_BINS, "ece_binning": "equal-frequency",
@@ -187,16 +187,12 @@ def evaluate(warehouse_root: str | Path, model_dir: str | Path, split: str = "te
     return report
 
 
-def write_outputs(report: dict[str, Any], folder: str | Path) -> dict[str, Path]:
+def write_outputs(report: dict[str, Any], folder: str | Path) -> Path:
+    """Write metrics.json atomically (a temporary file renamed over the old one)."""
     folder = Path(folder)
-    (folder / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
-    written = {"metrics": folder / METRICS_FILE}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / METRICS_FILE
     tmp = folder / f".{METRICS_FILE}.tmp"
     tmp.write_text(json.dumps(report, indent=1, allow_nan=False))
-    tmp.replace(written["metrics"])
-    for stem, figure in figure_builders.all_figures(report["models"], primary=TRANSFORMER,
-                                                    threshold="best_f1").items():
-        path = folder / FIGURES_DIR / f"{stem}.json"
-        path.write_text(figure.to_json())
-        written[stem] = path
-    return written
+    tmp.replace(path)
+    return path

@@ -12,27 +12,138 @@ and `predictor.calibrate` turn logits into the same risk `risk()` returns.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from core.encoding import EncodedBatch, Preprocessing
+from core.encoding import PREPROCESSING_FILE, EncodedBatch, Preprocessing
 from core.errors import UserError
 from models.calibration import Calibrator
+from models.manifest import ModelFolderError, build_manifest, read_json, verify_manifest, version_label
+from models.runtime import set_torch_threads
 
 SCORING_BATCH = 2048
+THRESHOLDS_FILE = "thresholds.json"
+TRAINING_FILE = "training.json"
+WEIGHTS_FILE = "model.safetensors"
 
 
-def file_hash(path: Path, length: int = 12) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:length]
+def _few(keys: Any, shown: int = 3) -> str:
+    names = sorted(str(key) for key in keys)
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def load_weights_strictly(folder: Path):
+    """The model of config.json with every tensor of model.safetensors, exactly, in eval mode.
+
+    transformers only logs a report for missing or unexpected tensors and initialises the missing ones at
+    random, so a renamed tensor or one more layer in the config would give a random model; here any
+    missing, unexpected or reshaped tensor is an error.
+    """
+    from safetensors import SafetensorError
+    from transformers import AutoModelForSequenceClassification
+
+    import models  # noqa: F401  (registers the Auto classes)
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            str(folder), output_loading_info=True, ignore_mismatched_sizes=True)  # reported below, by name
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ModelFolderError(f"{folder}: config.json and {WEIGHTS_FILE} do not load as one model "
+                               f"({detail})") from error
+    differences = [f"{label}: {_few(info[key])}" for key, label in (
+        ("missing_keys", "missing tensors"), ("unexpected_keys", "unexpected tensors"),
+        ("mismatched_keys", "shape mismatches")) if info.get(key)]
+    if differences:
+        raise ModelFolderError(f"{folder / WEIGHTS_FILE}: tensors do not match config.json exactly "
+                               f"({'; '.join(differences)})")
+    return model.eval()
+
+
+def read_preprocessing(folder: Path) -> Preprocessing:
+    try:
+        return Preprocessing.load(folder)
+    except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
+        raise ModelFolderError(f"{folder / PREPROCESSING_FILE}: invalid preprocessing state ({error})") from error
+
+
+def _probability(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _check_tiers(tiers: Any) -> None:
+    """Highest tier first, `min_risk` strictly decreasing: `tier()` takes the first tier a risk reaches."""
+    if not isinstance(tiers, list) or not all(isinstance(t, dict) for t in tiers):
+        raise ValueError("tiers must be a list of {name, min_risk}")
+    names = [t.get("name") for t in tiers]
+    if not all(isinstance(name, str) and name for name in names) or len(set(names)) != len(names):
+        raise ValueError("tier names must be distinct, non-empty strings")
+    cuts = [_probability(t.get("min_risk"), f"tier {t['name']!r} min_risk") for t in tiers]
+    for i in range(1, len(cuts)):
+        if cuts[i] >= cuts[i - 1]:
+            raise ValueError(f"tier cut-offs must increase from the lowest tier to the highest: {names[i]!r} "
+                             f"({cuts[i]:g}) is listed below {names[i - 1]!r} ({cuts[i - 1]:g})")
+
+
+def _check_capacity(capacity: Any) -> None:
+    """Flagging a larger share of patients cannot need a higher cut-off."""
+    if not isinstance(capacity, list) or not all(isinstance(c, dict) for c in capacity):
+        raise ValueError("capacity must be a list of {top_percent, risk_cutoff}")
+    points = []
+    for c in capacity:
+        percent = c.get("top_percent")
+        if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100:
+            raise ValueError(f"capacity top_percent must be in (0, 100], got {percent!r}")
+        points.append((float(percent), _probability(c.get("risk_cutoff"), f"top {percent:g}% risk_cutoff")))
+    points.sort()
+    for (share, cut), (larger, larger_cut) in zip(points, points[1:]):
+        if larger_cut > cut:
+            raise ValueError(f"capacity cut-offs must not increase with the share flagged: top {larger:g}% "
+                             f"({larger_cut:g}) is above top {share:g}% ({cut:g})")
+
+
+def _check_quantiles(quantiles: Any) -> None:
+    """`percentile()` interpolates in these: both increasing, probabilities strictly."""
+    if not isinstance(quantiles, dict):
+        raise ValueError("risk_quantiles must be {probabilities, values}")
+    probabilities, values = quantiles.get("probabilities"), quantiles.get("values")
+    if not isinstance(probabilities, list) or not isinstance(values, list) or len(probabilities) != len(values) \
+            or len(values) < 2:
+        raise ValueError("risk_quantiles must have equally long lists of at least 2 probabilities and values")
+    p = [_probability(v, f"risk_quantiles probabilities[{i}]") for i, v in enumerate(probabilities)]
+    v = [_probability(x, f"risk_quantiles values[{i}]") for i, x in enumerate(values)]
+    if any(b <= a for a, b in zip(p, p[1:])) or any(b < a for a, b in zip(v, v[1:])):
+        raise ValueError("risk_quantiles must increase (probabilities strictly, values non-decreasing)")
+
+
+def check_thresholds(thresholds: Any) -> None:
+    """ValueError unless every cut-off a risk is read against is a probability in a consistent order."""
+    if not isinstance(thresholds, dict):
+        raise ValueError("expected a JSON object")
+    _check_tiers(thresholds.get("tiers", []))
+    _check_capacity(thresholds.get("capacity", []))
+    best = thresholds.get("best_f1")
+    if best is not None:
+        _probability(best.get("risk_cutoff") if isinstance(best, dict) else best, "best_f1 risk_cutoff")
+    if "risk_quantiles" in thresholds:
+        _check_quantiles(thresholds["risk_quantiles"])
+
+
+def read_thresholds(folder: Path) -> dict[str, Any]:
+    """thresholds.json, validated; {} when the folder has none (then `tier` and `percentile` say so)."""
+    path = folder / THRESHOLDS_FILE
+    if not path.exists():
+        return {}
+    thresholds = read_json(path)
+    try:
+        check_thresholds(thresholds)
+    except ValueError as error:
+        raise ModelFolderError(f"{path}: invalid thresholds ({error})") from error
+    return thresholds
 
 
 @dataclass
@@ -47,31 +158,29 @@ class ReadmitPredictor:
     training: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, model_dir: str | Path, threads: int | None = None) -> "ReadmitPredictor":
-        from transformers import AutoModelForSequenceClassification
-
-        import models  # noqa: F401  (registers the Auto classes)
-        from models.train import set_torch_threads
-
+    def load(cls, model_dir: str | Path, threads: int | None = None, *,
+             check_manifest: bool = True) -> "ReadmitPredictor":
+        """Load a model folder. Refuses, with a ModelFolderError of one line naming the file, a folder whose
+        files differ from manifest.json, whose tensors do not match config.json exactly, or whose
+        calibration or thresholds are invalid. `check_manifest=False` is for `readmit seal` only: it checks
+        the content of a folder before sealing it."""
         folder = Path(model_dir)
         missing = [name for name in ("config.json", "model.safetensors", "preprocessing.json")
                    if not (folder / name).exists()]
         if missing:
             raise UserError(f"{folder} is not a readmission model folder (missing {', '.join(missing)}): "
                             "run `readmit train` or use --model models/champion")
+        version = verify_manifest(folder) if check_manifest else build_manifest(folder)["version"]
         set_torch_threads(threads)
-        model = AutoModelForSequenceClassification.from_pretrained(str(folder))
-        model.eval()
-        preprocessing = Preprocessing.load(folder)
+        model = load_weights_strictly(folder)
+        preprocessing = read_preprocessing(folder)
         if model.config.feature_spec_version and model.config.feature_spec_version != preprocessing.feature_spec_version:
             raise UserError(f"{folder}: model built for feature spec {model.config.feature_spec_version}, "
                             f"preprocessing is {preprocessing.feature_spec_version}")
-        thresholds_path = folder / "thresholds.json"
-        thresholds = json.loads(thresholds_path.read_text()) if thresholds_path.exists() else {}
-        training_path = folder / "training.json"
-        training = json.loads(training_path.read_text()) if training_path.exists() else {}
-        version = f"{model.config.model_type}@{file_hash(folder / 'model.safetensors')}"
-        return cls(folder, model, model.config, preprocessing, Calibrator.load(folder), thresholds, version, training)
+        thresholds = read_thresholds(folder)
+        training = read_json(folder / TRAINING_FILE) if (folder / TRAINING_FILE).exists() else {}
+        return cls(folder, model, model.config, preprocessing, Calibrator.load(folder), thresholds,
+                   version_label(model.config.model_type, version), training)
 
     # --- scores -----------------------------------------------------------------------------------
     def logits(self, batch: EncodedBatch, batch_size: int = SCORING_BATCH) -> np.ndarray:

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import os
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Optional
+
+from huggingface_hub import HfApi
 
 from core.errors import UserError
 
@@ -14,7 +17,6 @@ IGNORE_PATTERNS = ["*.pkl", "*.pickle", "*.bin", ".*", "checkpoint-*/*"]
 
 def files_to_upload(model_dir: Path) -> list[str]:
     """Relative paths upload_folder will send (used by the CLI to print them, and by the tests)."""
-    from fnmatch import fnmatch
     out = []
     for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
         rel = path.relative_to(model_dir).as_posix()
@@ -39,7 +41,6 @@ def publish(model_dir: str | Path, repo_id: str, private: bool = False, token_en
         raise UserError(f"no Hugging Face token: set the environment variable {token_env} "
                         "(a write token from https://huggingface.co/settings/tokens) or pass --token-env NAME")
     if api is None:
-        from huggingface_hub import HfApi
         api = HfApi(token=token)
     try:
         repo = api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True, token=token)

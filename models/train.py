@@ -10,8 +10,8 @@ Steps (every choice is made on the validation split; the test split is only scor
 3. post-hoc calibration of the best trial on validation (temperature / Platt / isotonic, chosen by
    held-out log-loss on patient-grouped halves), thresholds by capacity and by best F1, risk tiers;
 4. the model folder in Hugging Face format (config.json, model.safetensors, preprocessing.json,
-   calibration.json, thresholds.json, training.json, README.md), written to a temporary folder and
-   moved into place only when complete.
+   calibration.json, thresholds.json, training.json, README.md) sealed by manifest.json
+   (`models.manifest`), written to a temporary folder and moved into place only when complete.
 """
 from __future__ import annotations
 
@@ -30,7 +30,10 @@ from typing import Any, Optional
 import numpy as np
 
 from core.errors import UserError
+from core.metrics import auroc, average_precision, ece
 from core.warehouse import Warehouse, read_pointer
+from models.manifest import write_manifest
+from models.runtime import set_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +50,6 @@ TIERS = (("Very high", 5.0), ("High", 15.0), ("Medium", 30.0), ("Low", 50.0))
 QUANTILE_POINTS = 1001
 
 
-def set_torch_threads(threads: Optional[int] = None) -> None:
-    import torch
-    threads = threads or int(os.environ.get("READMIT_TORCH_THREADS", "1"))
-    torch.set_num_threads(threads)
-
-
-def auroc(y: np.ndarray, score: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-    return float(roc_auc_score(y, score)) if len(np.unique(y)) == 2 else float("nan")
-
-
-def auprc(y: np.ndarray, score: np.ndarray) -> float:
-    from sklearn.metrics import average_precision_score
-    return float(average_precision_score(y, score)) if len(np.unique(y)) == 2 else float("nan")
-
-
 def softmax_positive(logits: np.ndarray) -> np.ndarray:
     logits = np.asarray(logits, dtype=np.float64)
     return 1.0 / (1.0 + np.exp(logits[:, 0] - logits[:, 1]))
@@ -73,7 +60,7 @@ def compute_metrics(eval_prediction) -> dict[str, float]:
         else eval_prediction.predictions
     y = np.asarray(eval_prediction.label_ids).reshape(-1)
     p = softmax_positive(logits)
-    return {"auroc": auroc(y, p), "auprc": auprc(y, p)}
+    return {"auroc": auroc(y, p), "auprc": average_precision(y, p)}
 
 
 def sample_trials(n_trials: int, seed: int) -> list[dict[str, Any]]:
@@ -256,7 +243,7 @@ def _data_versions(warehouse_root: str) -> dict[str, Any]:
                                 "pointer": read_pointer(warehouse_root)}
     try:
         versions["features_manifest"] = warehouse.manifest("features")
-    except Exception as error:  # noqa: BLE001 — a manifest is informative, not required
+    except Exception as error:
         versions["features_manifest_error"] = str(error)
     return versions
 
@@ -287,7 +274,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
     import transformers
 
     import models  # noqa: F401
-    from models.calibration import choose_calibrator, expected_calibration_error
+    from models.calibration import choose_calibrator
     from models.card import write_card
     from models.data import load_preprocessing, load_splits
 
@@ -338,13 +325,13 @@ def train(options: TrainOptions) -> dict[str, Any]:
         thresholds = build_thresholds(validation.labels, risk_validation)
         summary_metrics = {"validation": {"auroc": auroc(validation.labels, risk_validation),
                                           "auroc_raw": auroc(validation.labels, raw_validation),
-                                          "auprc": auprc(validation.labels, risk_validation),
+                                          "auprc": average_precision(validation.labels, risk_validation),
                                           "brier": float(np.mean((risk_validation - validation.labels) ** 2)),
-                                          "ece": expected_calibration_error(validation.labels, risk_validation)}}
+                                          "ece": ece(validation.labels, risk_validation)}}
         if len(test):
             risk_test = calibrator(predict_raw(best_model, test.batch))
-            summary_metrics["test"] = {"auroc": auroc(test.labels, risk_test), "auprc": auprc(test.labels, risk_test),
-                                       "ece": expected_calibration_error(test.labels, risk_test),
+            summary_metrics["test"] = {"auroc": auroc(test.labels, risk_test), "auprc": average_precision(test.labels, risk_test),
+                                       "ece": ece(test.labels, risk_test),
                                        "brier": float(np.mean((risk_test - test.labels) ** 2)),
                                        "note": "reported only; no choice was made on the test split"}
 
@@ -381,6 +368,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
                             "transformers": transformers.__version__, "machine": platform.machine()},
         }
         (staging / "training.json").write_text(json.dumps(summary, indent=1, default=_json_default))
+        write_manifest(staging)  # seals what scores; the card (not sealed) shows the version
         write_card(staging)
         _replace_folder(staging, out)
         log.info("saved %s: validation AUROC %.4f, ECE %.4f%s", out, summary_metrics["validation"]["auroc"],

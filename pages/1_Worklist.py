@@ -5,7 +5,7 @@ import logging
 
 import streamlit as st
 
-from core.dashboard import RISK_TIERS, WorklistFilters
+from serving.worklist import RISK_TIERS, WorklistFilters
 from ui import chrome, data
 from ui.format import TIER_ICONS, friendly_error, pct, synthetic_banner
 
@@ -43,7 +43,7 @@ calls = cap_col.number_input("We can call this many patients a day", min_value=1
 st.session_state["capacity_calls"] = int(calls)
 try:
     capacity = data.capacity(int(calls))
-except Exception:  # noqa: BLE001
+except Exception:
     log.exception("capacity failed")
     friendly_error("the capacity estimate")
     st.stop()
@@ -62,7 +62,7 @@ if st.session_state.get("_wl_filters") != filters:
 page_size = 50
 try:
     result = data.worklist(filters, int(st.session_state.get("wl_page", 1)), page_size, capacity.threshold)
-except Exception:  # noqa: BLE001
+except Exception:
     log.exception("worklist query failed")
     friendly_error("the worklist")
     st.stop()

@@ -6,7 +6,7 @@ import logging
 import pandas as pd
 import streamlit as st
 
-from core import audit, dashboard
+from serving import audit, figures, patient
 from ui import chrome, data
 from ui.format import friendly_error, pct, synthetic_banner, tier_label
 
@@ -21,34 +21,37 @@ if not status.usable:
 params = st.query_params
 asked_encounter = params.get("encounter", "").strip()
 asked_patient = params.get("patient", "").strip()
+asked_any = params.get("id", "").strip()
 with st.form("lookup"):
-    typed = st.text_input("Patient or encounter id", value=asked_encounter or asked_patient, key="pt_lookup")
+    typed = st.text_input("Patient or encounter id", value=asked_encounter or asked_patient or asked_any,
+                          key="pt_lookup")
     if st.form_submit_button("Show"):
         value = typed.strip()
         st.query_params.clear()
         if value:
-            st.query_params["encounter" if value.upper().startswith("E") else "patient"] = value
+            st.query_params["id"] = value
         st.rerun()
 
-if not asked_encounter and not asked_patient:
+if not asked_encounter and not asked_patient and not asked_any:
     st.info("Choose a patient on the Worklist, or type a patient or encounter id above.")
     st.stop()
 
 wh = data.warehouse()
 try:
-    encounter_id = dashboard.resolve_encounter(wh, asked_encounter or None, asked_patient or None)
-    if encounter_id is None and asked_encounter:  # a patient id typed into the encounter box
-        encounter_id = dashboard.resolve_encounter(wh, None, asked_encounter)
-    detail = dashboard.patient_detail(wh, encounter_id) if encounter_id else None
-except Exception:  # noqa: BLE001
+    encounter_id = (patient.resolve_any_id(wh, asked_any) if asked_any else
+                    patient.resolve_encounter(wh, asked_encounter or None, asked_patient or None))
+    detail = patient.patient_detail(wh, encounter_id) if encounter_id else None
+except Exception:
     log.exception("patient lookup failed")
     friendly_error("this patient")
     st.stop()
 
 who = viewer.user
 if detail is None:
-    audit.record_access(who, "patient_not_found", asked_patient or None, asked_encounter or None, page="Patient")
-    st.error(f"Not found: no patient or encounter with id '{asked_encounter or asked_patient}' in this warehouse.")
+    audit.record_access(who, "patient_not_found", asked_patient or asked_any or None, asked_encounter or None,
+                        page="Patient")
+    st.error(f"Not found: no patient or encounter with id '{asked_encounter or asked_patient or asked_any}' "
+             "in this warehouse.")
     st.stop()
 
 audit.record_access(who, "view_patient", detail.patient_id, detail.encounter_id, page="Patient")
@@ -63,7 +66,7 @@ if service is not None:
     try:
         with st.spinner("Explaining this score (sampled Shapley values)…"):
             live = data.live_explanation(detail.encounter_id, service)
-    except Exception as error:  # noqa: BLE001 - fall back to the stored explanation
+    except Exception as error:
         log.error("live explanation failed (%s)", type(error).__name__)  # no patient ids in the app log
         live_failed = True
 
@@ -94,13 +97,13 @@ else:
 left, right = st.columns([3, 2])
 with left:
     if live is not None:
-        st.plotly_chart(dashboard.contributions_figure(live.contributions, live.base_risk), width="stretch")
+        st.plotly_chart(figures.contributions_figure(live.contributions, live.base_risk), width="stretch")
         st.caption(f"Reasons and chart: sampled Shapley explanation ({live.samples} samples), computed now for this "
                    f"discharge by model {live.model_version}; the bars add up from the average patient's risk to this "
                    "patient's risk. The worklist's one-line reasons come from the fast approximation (integrated "
                    "gradients) stored at scoring time and may rank the fields differently.")
     elif not detail.contributions.empty:
-        st.plotly_chart(dashboard.waterfall_figure(detail), width="stretch")
+        st.plotly_chart(figures.contributions_figure(detail.contributions, (detail.prediction or {}).get("base_risk")), width="stretch")
         why = ("the live explanation could not be computed" if live_failed
                else "no model is loaded" if scored and service is None else "no live explanation is available")
         st.caption(f"Reasons and chart: {why}, so these are the contributions stored when the model scored this "

@@ -5,8 +5,9 @@ import logging
 
 import streamlit as st
 
-from core import dashboard
 from core.errors import UserError
+from core.spreadsheet import safe_csv
+from serving import upload
 from ui import chrome, data
 from ui.format import friendly_error, synthetic_banner
 
@@ -17,7 +18,7 @@ synthetic_banner(status)
 st.markdown("Score a file of discharges: one row per discharge, in the template's columns (or a Diabetes 130 "
             "extract). Rows with problems are listed with their row number, column and problem; the other rows "
             "are scored. **Nothing you upload is stored**: the file is read, scored and discarded.")
-st.download_button("Download the template (CSV)", data=dashboard.template_csv(), file_name="discharges_template.csv",
+st.download_button("Download the template (CSV)", data=upload.template_csv(), file_name="discharges_template.csv",
                    mime="text/csv", key="up_template", on_click="ignore")
 uploaded = st.file_uploader("Discharges file", type=["csv"], key="up_file",
                             help="Size limit: see server.maxUploadSize in .streamlit/config.toml.")
@@ -27,7 +28,7 @@ if uploaded is None:
 model_dir = data.settings().model_dir
 try:
     service = data.scoring_service(model_dir)
-except Exception:  # noqa: BLE001
+except Exception:
     log.exception("model could not be loaded from %s", model_dir)
     st.error(f"The model could not be loaded from {model_dir}. Train or publish one (`readmit train`), or set "
              "READMIT_MODEL_DIR.")
@@ -35,12 +36,12 @@ except Exception:  # noqa: BLE001
 
 with st.spinner("Checking and scoring…"):
     try:
-        result = dashboard.score_upload(service, uploaded.getvalue(), uploaded.name,
+        result = upload.score_upload(service, uploaded.getvalue(), uploaded.name,
                                         warehouse=status.root if status.usable else None)
     except UserError as error:  # a file we cannot read at all: one clear line
         st.error(f"This file cannot be read: {error}")
         st.stop()
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.exception("scoring an upload failed")
         friendly_error("the scored file")
         st.stop()
@@ -67,5 +68,5 @@ if scored:
                                 "risk": st.column_config.NumberColumn("Risk %", format="%.1f"), "risk_tier": "Tier",
                                 "risk_percentile": "Percentile", "reason_1": "Reason 1", "reason_2": "Reason 2",
                                 "reason_3": "Reason 3", "problem": "Not scored because"})
-    st.download_button("Download the scored rows (CSV)", data=dashboard.safe_csv(result.predictions),
+    st.download_button("Download the scored rows (CSV)", data=safe_csv(result.predictions),
                        file_name="scored_discharges.csv", mime="text/csv", key="up_download", on_click="ignore")

@@ -5,12 +5,11 @@ import logging
 import math
 
 import pandas as pd
-import plotly.graph_objects as go
-import plotly.io as pio
 import streamlit as st
 
+from serving import figures
 from ui import chrome, data
-from ui.format import PALETTE, friendly_error, pct, synthetic_banner
+from ui.format import friendly_error, pct, synthetic_banner
 
 log = logging.getLogger("readmit.app")
 viewer, status = chrome.page("Model quality")
@@ -25,7 +24,7 @@ if status.usable:
     try:
         capacity = data.capacity(calls)
         quality = data.quality(capacity.threshold)
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.exception("quality view failed")
         friendly_error("the quality figures")
 
@@ -36,51 +35,32 @@ with tabs[0]:
         a.metric("AUROC, transformer", f"{quality.auroc:.3f}")
         b.metric("AUROC, LACE index", f"{quality.lace_auroc:.3f}" if not math.isnan(quality.lace_auroc) else "—")
         c.metric("Past discharges evaluated", f"{quality.n:,}", help=f"{quality.positives:,} were readmitted within 30 days.")
-        fig = go.Figure()
-        fig.add_scatter(x=quality.roc.get("fpr", []), y=quality.roc.get("tpr", []), name="transformer",
-                        line={"color": PALETTE[0], "width": 3})
-        if quality.lace_roc:
-            fig.add_scatter(x=quality.lace_roc.get("fpr", []), y=quality.lace_roc.get("tpr", []), name="LACE",
-                            line={"color": PALETTE[1], "dash": "dash", "width": 3})
-        fig.add_scatter(x=[0, 1], y=[0, 1], name="chance", line={"color": "#999999", "dash": "dot"})
-        fig.update_layout(title="ROC on past discharges in this warehouse", xaxis_title="false positive rate",
-                          yaxis_title="sensitivity", height=420)
-        st.plotly_chart(fig, width="stretch")
+        st.plotly_chart(figures.roc_figure(quality.as_results(), "ROC on past discharges in this warehouse"),
+                        width="stretch")
     baselines = info.metrics.get("comparison")  # one flat row per model (models/evaluate.py)
     if baselines:
         st.subheader("Transformer beside LACE and the MLlib baselines (held-out test set)")
         try:
             st.dataframe(pd.DataFrame(baselines).T if isinstance(baselines, dict) else pd.DataFrame(baselines),
                          width="stretch")
-        except Exception:  # noqa: BLE001
+        except Exception:
             st.json(baselines)
     if info.figures:
         st.subheader("Evaluation figures from the model folder")
-        for name, text in info.figures.items():
-            try:
-                st.plotly_chart(pio.from_json(text), width="stretch", key=f"fig_{name}")
-            except Exception:  # noqa: BLE001
-                log.warning("figure %s could not be drawn", name)
+        for name, figure in info.figures.items():
+            st.plotly_chart(figure, width="stretch", key=f"fig_{name}")
     elif info.problem:
         st.info(info.problem)
     else:
-        st.caption("The model folder has no figures yet (figures/*.json are written by `readmit evaluate`).")
+        st.caption("The model folder has no evaluation yet: `readmit evaluate` writes metrics.json.")
 
 with tabs[1]:
     if quality is not None and capacity is not None:
         st.markdown(f"At **{calls} calls a day** the threshold is **{pct(capacity.threshold)}**. {capacity.basis}")
-        curve = quality.capacity_curve
-        fig = go.Figure()
-        fig.add_scatter(x=curve["fraction"] * 100, y=curve["ppv"] * 100, name="PPV (of those called, % readmitted)",
-                        line={"color": PALETTE[0], "width": 3})
-        fig.add_scatter(x=curve["fraction"] * 100, y=curve["sensitivity"] * 100,
-                        name="sensitivity (% of readmissions reached)", line={"color": PALETTE[3], "dash": "dash",
-                                                                             "width": 3})
-        fig.add_vline(x=capacity.flagged_fraction * 100, line_dash="dot",
-                      annotation_text=f"{calls} calls/day")
-        fig.update_layout(title="Threshold trade-off by capacity", xaxis_title="share of discharges called (%)",
-                          yaxis_title="%", height=420)
-        st.plotly_chart(fig, width="stretch")
+        transformer_only = {"transformer": quality.as_results()["transformer"]}
+        st.plotly_chart(figures.capacity_figure(transformer_only, "Threshold trade-off by capacity",
+                                                marker=(capacity.flagged_fraction, f"{calls} calls/day")),
+                        width="stretch")
         cm = quality.confusion
         st.subheader("Confusion matrix at this threshold")
         st.table(pd.DataFrame({"readmitted": [cm["tp"], cm["fn"]], "not readmitted": [cm["fp"], cm["tn"]]},

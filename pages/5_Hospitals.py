@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import logging
 
-import plotly.graph_objects as go
 import streamlit as st
 
-from core.dashboard import TOO_FEW, display_ratio
+from serving import figures
+from serving.hospitals import TOO_FEW, display_ratio
 from ui import chrome, data
-from ui.format import PALETTE, friendly_error
+from ui.format import friendly_error
 
 log = logging.getLogger("readmit.app")
 viewer, status = chrome.page("Hospitals")
@@ -20,7 +20,7 @@ if not status.usable or "hospitals" not in status.tables:
     st.stop()
 try:
     hospitals = data.hospitals()
-except Exception:  # noqa: BLE001
+except Exception:
     log.exception("hospital list failed")
     friendly_error("the hospital list")
     st.stop()
@@ -39,18 +39,7 @@ above = bench[bench["status"].str.startswith("Above")]
 st.markdown(f"**{len(above)} of {len(bench)} measures above 1.0 in FY{latest}**"
             + (": " + ", ".join(above["measure_label"]) if len(above) else "."))
 
-fig = go.Figure()
-for column, name, colour, symbol in ((now_col, f"this hospital FY{latest}", PALETTE[0], "circle"),
-                                     ("state median", "state median", PALETTE[1], "diamond"),
-                                     ("national median", "national median", PALETTE[2], "square")):
-    fig.add_scatter(x=bench[column], y=bench["measure_label"], mode="markers", name=name,
-                    marker={"color": colour, "symbol": symbol, "size": 13})
-if previous:
-    fig.add_scatter(x=bench[before_col], y=bench["measure_label"], mode="markers", name=f"this hospital FY{previous}",
-                    marker={"color": PALETTE[0], "symbol": "circle-open", "size": 13})
-fig.add_vline(x=1.0, line_dash="dash", line_color="#555555", annotation_text="1.0 = as expected")
-fig.update_layout(title="Excess readmission ratio by measure", xaxis_title="excess readmission ratio", height=420)
-st.plotly_chart(fig, width="stretch")
+st.plotly_chart(figures.hospital_ratio_figure(bench, latest, previous), width="stretch")
 missing = bench[bench[now_col].isna()]
 if len(missing):
     st.caption(f"Not plotted ({TOO_FEW.lower()} or not available): " + ", ".join(missing["measure_label"]))

@@ -15,6 +15,10 @@ import shutil
 import sys
 from pathlib import Path
 
+import pyarrow.dataset as ds
+
+from core.warehouse import read_pointer, table_version_path
+
 REPO = Path(__file__).resolve().parent.parent
 CODE_DIRS = ("core", "etl", "api", "cli", "ui", "pages", ".streamlit")
 CODE_FILES = ("app.py", "requirements.txt")
@@ -37,9 +41,7 @@ class SpaceError(Exception):
 
 def check_synthetic(warehouse: Path) -> int:
     """Rows in the warehouse's encounters table; SpaceError unless every one is synthetic."""
-    import pyarrow.dataset as ds
 
-    from core.warehouse import read_pointer, table_version_path
 
     pointer = read_pointer(warehouse)
     version = pointer.get("tables", {}).get("encounters")

@@ -25,10 +25,18 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import icd  # noqa: E402
-from core.sources import diabetes130  # noqa: E402
-from core.synthetic import (AGE_GROUP_EDGES, INPATIENT_BUCKETS, READMISSION_TERMS, STAY_BUCKETS,  # noqa: E402
-                            band_midpoint_years, bucket, cell_key, readmission_design)
+from core import icd
+from core.sources import diabetes130
+from core.synthetic import (
+    AGE_GROUP_EDGES,
+    INPATIENT_BUCKETS,
+    READMISSION_TERMS,
+    STAY_BUCKETS,
+    band_midpoint_years,
+    bucket,
+    cell_key,
+    readmission_design,
+)
 
 MIN_CELL = 20
 STAY_COLUMNS = ("num_lab_procedures", "num_procedures", "num_medications", "number_diagnoses")

@@ -42,3 +42,6 @@ def spark():
     session = get_spark(master="local[2]", driver_memory="2g", app_name="readmit-tests", shuffle_partitions=4)
     yield session
     session.stop()
+
+
+from fixtures.postgres import postgres_database, postgres_server  # noqa: E402,F401

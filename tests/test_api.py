@@ -5,6 +5,8 @@ columns); the real service is exercised in tests/test_api_integration.py over re
 """
 from __future__ import annotations
 
+import argparse
+import asyncio
 import copy
 import json
 import logging
@@ -13,11 +15,13 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from api.deps import get_scorer
+from api.deps import MicroBatcher, get_scorer
 from api.logging import ACCESS_LOGGER, JsonFormatter
 from api.main import create_app
-from api.schemas import feature_schema_hash
+from api.schemas import EncounterRequest, feature_schema_hash
 from api.security import ApiSettings, matching_key
+from cli.api_commands import prepare_environment
+from core.errors import UserError
 from core.schema import EncounterIn
 
 KEY_A = "test-key-aaaaaaaaaaaaaaaa"
@@ -274,10 +278,7 @@ def test_ready_is_503_and_scoring_503_without_a_model():
 
 
 def test_micro_batcher_scores_concurrent_requests_together_but_never_one_patient_twice():
-    import asyncio
 
-    from api.deps import MicroBatcher
-    from api.schemas import EncounterRequest
 
     scorer = StandInScorer()
     requests = [EncounterRequest.model_validate({**EXAMPLE, "encounter_id": f"E{i}", "patient_id": f"P{i}",
@@ -300,10 +301,7 @@ def test_micro_batcher_scores_concurrent_requests_together_but_never_one_patient
 
 
 def test_micro_batcher_isolates_a_failing_request():
-    import asyncio
 
-    from api.deps import MicroBatcher
-    from api.schemas import EncounterRequest
 
     class Fussy(StandInScorer):
         def score_encounters(self, canonical, explain=True, top_reasons=3):
@@ -393,10 +391,7 @@ def test_response_carries_request_id(client):
 # --- readmit api ---------------------------------------------------------------------------------
 
 def test_cli_refuses_to_start_without_a_key_and_insecure_mode_binds_loopback(monkeypatch, tmp_path):
-    import argparse
 
-    from cli.api_commands import prepare_environment
-    from core.errors import UserError
 
     monkeypatch.chdir(tmp_path)  # no .env here
     monkeypatch.delenv("READMIT_API_KEY", raising=False)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import build_parser
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -61,7 +63,6 @@ def test_runs_as_non_root_with_healthcheck_and_port(dockerfile):
 def test_default_command_serves_the_dashboard_and_parses(dockerfile):
     cmd = json.loads(next(args for kw, args in dockerfile if kw == "CMD"))
     assert cmd == ["readmit", "app", "--port", "8501", "--address", "0.0.0.0"]
-    from cli.main import build_parser
     parser = build_parser()
     args = parser.parse_args(cmd[1:])
     assert args.command == "app"

@@ -18,8 +18,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from fixtures.tiny_model import champion_preprocessing, tiny_model
 
 from core.schema import EncounterIn
+from models.calibration import Calibrator
+from models.manifest import write_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "integration-key-0123456789abcdef"
@@ -31,12 +34,8 @@ TIERS = ("Very high", "High", "Medium", "Low")
 
 def build_tiny_model_dir(out: Path, diabetes_csv: Path, nrows: int = 2000) -> Path:
     """A complete, untrained model folder (config, weights, preprocessing, calibration, thresholds)."""
-    from core.features import build_features
-    from core.sources import diabetes130
-    from models.calibration import Calibrator
-    from tests.test_scoring_helpers import fit_preprocessing, read_diabetes, tiny_model
 
-    prep = fit_preprocessing(build_features(diabetes130.to_canonical(read_diabetes(diabetes_csv, nrows))))
+    prep = champion_preprocessing()
     out.mkdir(parents=True, exist_ok=True)
     tiny_model(prep).save_pretrained(out)
     prep.save(out)
@@ -45,6 +44,7 @@ def build_tiny_model_dir(out: Path, diabetes_csv: Path, nrows: int = 2000) -> Pa
     (out / "thresholds.json").write_text(json.dumps({
         "tiers": [{"name": name, "min_risk": cut} for name, cut in zip(TIERS, (0.6, 0.4, 0.2, 0.0))],
         "risk_quantiles": {"values": probabilities.tolist(), "probabilities": probabilities.tolist()}}))
+    write_manifest(out)
     return out
 
 

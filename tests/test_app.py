@@ -9,11 +9,25 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import plotly.graph_objects as go
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import audit, dashboard
+import ui.data
+from cli.app_commands import APP, streamlit_command
+from cli.main import main
+from core import spreadsheet
+from core.errors import UserError
 from core.warehouse import Warehouse
+from models.explain import FIELD_GROUPS
+from serving import audit, figures
+from serving import home as home_q
+from serving import hospitals as hospitals_q
+from serving import patient as patient_q
+from serving import upload as upload_q
+from serving import worklist as worklist_q
+from serving.scoring import ScoringService
+from ui.auth import LAST_ACTIVITY
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "app"
@@ -61,45 +75,45 @@ def texts(at: AppTest) -> str:
 # --- core ---------------------------------------------------------------------------------------
 
 def test_status_decides_synthetic_from_the_encounters(demo_wh, real_wh, tmp_path):
-    assert dashboard.data_status(str(demo_wh)).synthetic is True
-    assert dashboard.data_status(str(real_wh)).synthetic is False
-    missing = dashboard.data_status(str(tmp_path / "nothing"))
+    assert home_q.data_status(str(demo_wh)).synthetic is True
+    assert home_q.data_status(str(real_wh)).synthetic is False
+    missing = home_q.data_status(str(tmp_path / "nothing"))
     assert not missing.usable and "readmit demo" in missing.problem
 
 
 def test_worklist_ranks_filters_pages_and_binds_parameters(demo_wh):
     wh = Warehouse(str(demo_wh))
-    first = dashboard.worklist(wh, dashboard.WorklistFilters(), page=1, page_size=20)
-    second = dashboard.worklist(wh, dashboard.WorklistFilters(), page=2, page_size=20)
+    first = worklist_q.worklist(wh, worklist_q.WorklistFilters(), page=1, page_size=20)
+    second = worklist_q.worklist(wh, worklist_q.WorklistFilters(), page=2, page_size=20)
     assert len(first.rows) == 20 and first.total == second.total
     risks = list(first.rows["risk_pct"]) + list(second.rows["risk_pct"])
     assert risks == sorted(risks, reverse=True)
     assert list(second.rows["rank"])[:1] == [21]
     assert first.total == wh.query("SELECT count(DISTINCT patient_id) AS n FROM predictions WHERE risk IS NOT NULL")["n"][0]
-    high = dashboard.worklist(wh, dashboard.WorklistFilters(tiers=("Very high",), sexes=("Female",)), 1, 500)
+    high = worklist_q.worklist(wh, worklist_q.WorklistFilters(tiers=("Very high",), sexes=("Female",)), 1, 500)
     assert set(high.rows["risk_tier"]) == {"Very high"} and set(high.rows["sex"]) == {"Female"}
     one = first.rows["patient_id"].iloc[0]
-    found = dashboard.worklist(wh, dashboard.WorklistFilters(search=one.lower()), 1, 10)
+    found = worklist_q.worklist(wh, worklist_q.WorklistFilters(search=one.lower()), 1, 10)
     assert set(found.rows["patient_id"]) == {one}
-    hostile = dashboard.worklist(wh, dashboard.WorklistFilters(search="' OR 1=1 --"), 1, 10)
+    hostile = worklist_q.worklist(wh, worklist_q.WorklistFilters(search="' OR 1=1 --"), 1, 10)
     assert hostile.total == 0 and hostile.rows.empty
 
 
 def test_materialized_worklist_matches_the_warehouse_query(demo_wh):
     wh = Warehouse(str(demo_wh))
-    index = dashboard.WorklistIndex(wh)
-    for filters in (dashboard.WorklistFilters(), dashboard.WorklistFilters(tiers=("High",), races=("Caucasian",)),
-                    dashboard.WorklistFilters(search="P0001", latest_stay_only=False)):
-        direct, cached = dashboard.worklist(wh, filters, 2, 7, 0.2), dashboard.worklist(index, filters, 2, 7, 0.2)
+    index = worklist_q.WorklistIndex(wh)
+    for filters in (worklist_q.WorklistFilters(), worklist_q.WorklistFilters(tiers=("High",), races=("Caucasian",)),
+                    worklist_q.WorklistFilters(search="P0001", latest_stay_only=False)):
+        direct, cached = worklist_q.worklist(wh, filters, 2, 7, 0.2), worklist_q.worklist(index, filters, 2, 7, 0.2)
         assert direct.total == cached.total
         pd.testing.assert_frame_equal(direct.rows, cached.rows)
-    assert dashboard.count_worklist(index, dashboard.WorklistFilters(search="x'; DROP TABLE worklist; --")) == 0
-    assert dashboard.count_worklist(index) == dashboard.count_worklist(wh)
+    assert worklist_q.count_worklist(index, worklist_q.WorklistFilters(search="x'; DROP TABLE worklist; --")) == 0
+    assert worklist_q.count_worklist(index) == worklist_q.count_worklist(wh)
 
 
 def test_capacity_sets_threshold_and_tradeoff(demo_wh):
     wh = Warehouse(str(demo_wh))
-    small, large = dashboard.capacity_tradeoff(wh, 1), dashboard.capacity_tradeoff(wh, 3)
+    small, large = worklist_q.capacity_tradeoff(wh, 1), worklist_q.capacity_tradeoff(wh, 3)
     assert small.threshold > large.threshold
     assert small.flagged_fraction < large.flagged_fraction
     assert 0 <= small.sensitivity <= large.sensitivity <= 1
@@ -108,16 +122,16 @@ def test_capacity_sets_threshold_and_tradeoff(demo_wh):
 
 def test_patient_detail_and_unknown_ids(demo_wh):
     wh = Warehouse(str(demo_wh))
-    top = dashboard.worklist(wh, page_size=1).rows.iloc[0]
-    detail = dashboard.patient_detail(wh, top["encounter_id"])
+    top = worklist_q.worklist(wh, page_size=1).rows.iloc[0]
+    detail = patient_q.patient_detail(wh, top["encounter_id"])
     assert detail.patient_id == top["patient_id"]
     assert not detail.diagnoses.empty and detail.diagnoses["description"].str.len().min() > 0
     assert not detail.contributions.empty
     assert set(detail.lace) >= {"L", "A", "C", "E", "total"}
-    assert dashboard.resolve_encounter(wh, "E9999999") is None
-    assert dashboard.resolve_encounter(wh, None, "NOBODY") is None
-    assert dashboard.patient_detail(wh, "E9999999") is None
-    dashboard.waterfall_figure(detail)  # builds
+    assert patient_q.resolve_encounter(wh, "E9999999") is None
+    assert patient_q.resolve_encounter(wh, None, "NOBODY") is None
+    assert patient_q.patient_detail(wh, "E9999999") is None
+    figures.contributions_figure(detail.contributions, detail.prediction["base_risk"])  # builds
 
 
 CHAMPION = ROOT / "models" / "champion"
@@ -133,18 +147,17 @@ def _patient_with_stays(wh: Warehouse, at_least: int = 2) -> pd.DataFrame:
 def test_live_explanation_history_stops_at_the_viewed_encounter(demo_wh):
     wh = Warehouse(str(demo_wh))
     stays = list(_patient_with_stays(wh)["encounter_id"])
-    history = dashboard.encounters_up_to(wh, stays[0])
+    history = patient_q.encounters_up_to(wh, stays[0])
     assert list(history["encounter_id"]) == stays[:1]            # later stays never enter
-    history = dashboard.encounters_up_to(wh, stays[-1])
+    history = patient_q.encounters_up_to(wh, stays[-1])
     assert list(history["encounter_id"]) == stays                 # the viewed one last, earlier ones first
-    assert dashboard.encounters_up_to(wh, "E9999999").empty
-    assert dashboard.encounters_up_to(wh, "' OR 1=1 --").empty
+    assert patient_q.encounters_up_to(wh, "E9999999").empty
+    assert patient_q.encounters_up_to(wh, "' OR 1=1 --").empty
 
 
 @pytest.fixture(scope="module")
 def champion():
     """The shipped model, loaded through the real scoring service."""
-    from core.scoring import ScoringService
     return ScoringService.load(CHAMPION)
 
 
@@ -152,9 +165,9 @@ def test_live_explanation_is_sampled_shapley_and_additive(demo_wh, champion):
     service = champion
     wh = Warehouse(str(demo_wh))
     viewed = list(_patient_with_stays(wh)["encounter_id"])[-1]
-    live = dashboard.live_explanation(service, wh, viewed)
+    live = patient_q.live_explanation(service, wh, viewed)
     assert live is not None and live.encounter_id == viewed and live.samples == service.single_samples
-    history = dashboard.encounters_up_to(wh, viewed)
+    history = patient_q.encounters_up_to(wh, viewed)
     direct = service.explain_one(history)
     assert live.risk == pytest.approx(direct["risk"], abs=1e-12)
     # additive: base + sum of the field groups' points == risk (attributions are stored to 6 decimals)
@@ -177,7 +190,6 @@ class _ExplainingService:
         self.calls = []
 
     def explain_one(self, encounters):
-        from core.explain import FIELD_GROUPS
         self.calls.append(list(encounters["encounter_id"]))
         points = {g.name: 0.0 for g in FIELD_GROUPS}
         points[FIELD_GROUPS[0].name], points[FIELD_GROUPS[1].name] = 0.07, -0.02
@@ -199,7 +211,6 @@ def _open_patient(encounter_id: str) -> AppTest:
 
 
 def test_patient_page_shows_the_live_sampled_shapley_explanation(env, monkeypatch, demo_wh):
-    import ui.data
     folder = env / "model"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
@@ -218,7 +229,6 @@ def test_patient_page_shows_the_live_sampled_shapley_explanation(env, monkeypatc
     assert any("sampled Shapley" in c.value and "fast approximation" in c.value for c in at.caption)
     assert not at.warning
     reasons = [m.value for m in at.markdown if "Main reasons" in m.value][0]
-    from core.explain import FIELD_GROUPS
     assert reasons.index(f"LIVE-{FIELD_GROUPS[0].name}") < reasons.index(f"LIVE-{FIELD_GROUPS[1].name}")
     assert at.get("plotly_chart")
     # a different risk from the loaded model: the stored risk stays, with a warning
@@ -232,7 +242,7 @@ def test_patient_page_shows_the_live_sampled_shapley_explanation(env, monkeypatc
 
 def test_patient_page_without_a_model_uses_the_stored_explanation(env, demo_wh):
     wh = Warehouse(str(demo_wh))
-    top = dashboard.worklist(wh, page_size=1).rows.iloc[0]
+    top = worklist_q.worklist(wh, page_size=1).rows.iloc[0]
     at = _open_patient(top["encounter_id"])
     assert not at.exception
     assert any("no model is loaded" in c.value and "stored" in c.value for c in at.caption)
@@ -241,20 +251,20 @@ def test_patient_page_without_a_model_uses_the_stored_explanation(env, demo_wh):
 
 def test_hospital_benchmark_keeps_missing_values_missing(demo_wh):
     wh = Warehouse(str(demo_wh))
-    options = dashboard.hospital_options(wh)
-    frames = [dashboard.hospital_benchmark(wh, f) for f in options["facility_id"]]
+    options = hospitals_q.hospital_options(wh)
+    frames = [hospitals_q.hospital_benchmark(wh, f) for f in options["facility_id"]]
     table = pd.concat(frames)
     assert {"ratio FY2025", "ratio FY2024", "state median", "national median", "change"} <= set(table.columns)
     missing = table[table["ratio FY2025"].isna()]
-    assert len(missing) and set(missing["status"]) <= {dashboard.TOO_FEW, dashboard.NOT_AVAILABLE}
-    assert dashboard.display_ratio(None) == dashboard.TOO_FEW
-    assert dashboard.hospital_benchmark(wh, "999999") is None
+    assert len(missing) and set(missing["status"]) <= {hospitals_q.TOO_FEW, hospitals_q.NOT_AVAILABLE}
+    assert hospitals_q.display_ratio(None) == hospitals_q.TOO_FEW
+    assert hospitals_q.hospital_benchmark(wh, "999999") is None
 
 
 def test_csv_export_neutralizes_formulas():
     frame = pd.DataFrame({"=cmd": ["=HYPERLINK(\"x\")", "+1", "-2", "@SUM(A1)", "\tx", "safe", None],
                           "n": [1, 2, 3, 4, 5, 6, 7]})
-    lines = dashboard.safe_csv(frame).decode().splitlines()
+    lines = spreadsheet.safe_csv(frame).decode().splitlines()
     assert lines[0].startswith("'=cmd")
     cells = [line.split(",")[0] for line in lines[1:]]
     assert all(c.startswith(("'", '"\'')) for c in cells[:5]) and cells[5] == "safe"
@@ -313,13 +323,12 @@ def test_patient_unknown_id_says_not_found(env):
 
 
 def test_upload_lists_row_errors_and_scores_valid_rows(env, monkeypatch, champion):
-    import ui.data
     monkeypatch.setattr(ui.data, "scoring_service", lambda model_dir: champion)
     at = app().run()
     at.switch_page("pages/3_Upload.py").run()
     assert not at.exception and at.get("download_button")
     # AppTest has no file-upload element: exercise the page's core call with the real fixture file
-    result = dashboard.score_upload(champion, (FIXTURES / "upload_one_bad_row.csv").read_bytes(),
+    result = upload_q.score_upload(champion, (FIXTURES / "upload_one_bad_row.csv").read_bytes(),
                                     "mine.csv")
     assert result.errors[["row", "column"]].values.tolist() == [[3, "length_of_stay_days"]]
     assert len(result.predictions) == 4 and list(result.predictions["rank"]) == [1, 2, 3, 4]
@@ -327,9 +336,8 @@ def test_upload_lists_row_errors_and_scores_valid_rows(env, monkeypatch, champio
 
 
 def test_upload_refusal_names_the_users_file_not_the_temp_copy(champion):
-    from core.errors import UserError
     with pytest.raises(UserError) as caught:
-        dashboard.score_upload(champion, b"", "discharges.csv")
+        upload_q.score_upload(champion, b"", "discharges.csv")
     assert "discharges.csv" in str(caught.value) and "readmit-upload-" not in str(caught.value)
 
 
@@ -379,7 +387,6 @@ def test_signed_in_user_sees_data_and_is_audited(env, monkeypatch, real_wh):
 
 
 def test_idle_session_is_signed_out(env, monkeypatch, real_wh):
-    from ui.auth import LAST_ACTIVITY
     monkeypatch.setenv("READMIT_WAREHOUSE", str(real_wh))
     at = app(secrets=AUTH_SECRETS, user={"is_logged_in": True, "email": "coordinator@example.org"})
     at.run()
@@ -394,7 +401,6 @@ def test_idle_session_is_signed_out(env, monkeypatch, real_wh):
 # --- CLI ----------------------------------------------------------------------------------------
 
 def test_cli_demo_reuses_a_scored_warehouse_and_refuses_an_unscored_one(demo_wh, tmp_path, capsys):
-    from cli.main import main
     assert main(["demo", "--warehouse", str(demo_wh), "--no-serve"]) == 0
     assert "using the existing warehouse" in capsys.readouterr().out
     assert main(["demo", "--warehouse", str(tmp_path / "empty"), "--no-serve"]) == 2
@@ -402,14 +408,12 @@ def test_cli_demo_reuses_a_scored_warehouse_and_refuses_an_unscored_one(demo_wh,
 
 
 def test_cli_app_runs_streamlit_on_the_requested_port():
-    from cli.app_commands import APP, streamlit_command
     command = streamlit_command(8599)
     assert command[1:4] == ["-m", "streamlit", "run"] and str(APP) in command
     assert command[command.index("--server.port") + 1] == "8599"
 
 
 def test_model_quality_shows_the_model_folder(env, monkeypatch):
-    import plotly.graph_objects as go
     folder = env / "model"
     (folder / "figures").mkdir(parents=True)
     (folder / "metrics.json").write_text('{"comparison": [{"model": "transformer", "auroc": 0.68, "n": 100},'

@@ -6,10 +6,15 @@ import zlib
 import numpy as np
 import pandas as pd
 import pytest
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
-from core.features import build_features
+from core.features import CATEGORICAL_FEATURES, build_features
 from core.metrics import auroc
 from core.sources.diabetes130 import to_canonical
+from etl.baselines import labelled, run_baselines
+from etl.encoding_fit import build_pipeline
+from etl.spark_schema import feature_struct
 
 pytestmark = pytest.mark.spark
 
@@ -25,8 +30,6 @@ def tiny_features(diabetes_csv, rows: int = 800) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def spark_features(spark, diabetes_csv):
-    from etl.spark_schema import feature_struct
-    from pyspark.sql import types as T
     frame = tiny_features(diabetes_csv)
     schema = T.StructType(feature_struct().fields + [T.StructField("split", T.StringType())])
     rows = frame[[f.name for f in schema.fields]].astype(object).where(frame.notna(), None)
@@ -34,11 +37,7 @@ def spark_features(spark, diabetes_csv):
 
 
 def test_baselines_train_on_train_tune_on_validation(spark, spark_features):
-    from pyspark.sql import functions as F
 
-    from etl.baselines import labelled, run_baselines
-    from core.features import CATEGORICAL_FEATURES
-    from etl.encoding_fit import build_pipeline
 
     frame, df = spark_features
     train = labelled(df).filter(F.col("split") == "train")

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from core.warehouse import Warehouse
+from serving import worklist as worklist_q
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "app"
 sys.path.insert(0, str(FIXTURES))
@@ -45,9 +47,7 @@ def page(served):
 
 
 def served_top_patient(served) -> str:
-    from core import dashboard
-    from core.warehouse import Warehouse
-    return str(dashboard.worklist(Warehouse(str(served[2])), page_size=1).rows["patient_id"].iloc[0])
+    return str(worklist_q.worklist(Warehouse(str(served[2])), page_size=1).rows["patient_id"].iloc[0])
 
 
 def _shot_on_failure(page, name):

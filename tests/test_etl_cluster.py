@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pyspark
 import pytest
 
-import pyspark
+from core.warehouse import Warehouse
 
 FIXTURES = Path(__file__).parent / "fixtures" / "etl"
 READMIT = str(Path(sys.executable).with_name("readmit"))
@@ -70,7 +71,6 @@ def _run(master: str, warehouse: Path) -> None:
 
 
 def _tables(warehouse: Path) -> dict[str, pd.DataFrame]:
-    from core.warehouse import Warehouse
     wh = Warehouse(str(warehouse))
     return {t: wh.query(f"SELECT * FROM {t} ORDER BY encounter_id") for t in ("encounters", "features")}
 
@@ -83,7 +83,6 @@ def test_standalone_cluster_output_equals_local(standalone_cluster, tmp_path):
     cluster, local = _tables(tmp_path / "cluster"), _tables(tmp_path / "local")
     for table in ("encounters", "features"):
         pd.testing.assert_frame_equal(cluster[table], local[table])
-    from core.warehouse import Warehouse
     assert Warehouse(str(tmp_path / "cluster")).manifest("features")["spark"]["master"] == standalone_cluster
     states = [next((tmp_path / w / "preprocessing").glob("*/preprocessing.json")).read_text()
               for w in ("cluster", "local")]

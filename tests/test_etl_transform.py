@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -13,17 +14,27 @@ from pyspark.testing import assertDataFrameEqual
 
 from core.encoding import categorical_indices
 from core.errors import UserError
-from core.schema import COLUMNS
 from core.features import CATEGORICAL_FEATURES, build_features
+from core.schema import COLUMNS
 from core.sources.diabetes130 import to_canonical
 from core.sources.discharges import parse_discharges
+from core.synthetic import generate_chunk
 from etl.encoding_fit import INDEX_SUFFIX, fit_encoding
 from etl.sources import diabetes130 as d130_source
 from etl.sources import discharges as discharges_source
+from etl.sources import synthetic as synthetic_source
 from etl.spark_schema import feature_struct
-from etl.transform import (drop_duplicate_encounters, features_of, map_rows_to_canonical, null_out_of_bounds,
-                           parse_ratios,
-                           patient_fraction, patient_splits, whole_patient_frames, with_history)
+from etl.transform import (
+    drop_duplicate_encounters,
+    features_of,
+    map_rows_to_canonical,
+    null_out_of_bounds,
+    parse_ratios,
+    patient_fraction,
+    patient_splits,
+    whole_patient_frames,
+    with_history,
+)
 
 pytestmark = pytest.mark.spark
 FIXTURES = Path(__file__).parent / "fixtures" / "etl"
@@ -194,8 +205,6 @@ def test_core_categorical_indices_equal_spark_string_indexer(spark, diabetes_csv
 
 
 def test_synthetic_source_streams_chunks_equal_to_one_generated_frame(spark):
-    from core.synthetic import generate_chunk
-    from etl.sources import synthetic as synthetic_source
     spark_rows = synthetic_source.read(spark, rows=100, seed=3, chunk_rows=64).drop("_row").toPandas()
     expected = generate_chunk(0, 100, 3)
     assert len(spark_rows) == 100
@@ -205,7 +214,6 @@ def test_synthetic_source_streams_chunks_equal_to_one_generated_frame(spark):
 
 
 def test_diabetes130_input_may_be_the_zip(tmp_path):
-    import zipfile
     archive = tmp_path / "dataset_diabetes.zip"
     with zipfile.ZipFile(archive, "w") as z:
         z.write(D130_SMALL, "dataset_diabetes/diabetic_data.csv")

@@ -15,13 +15,16 @@ import plotly.io as pio
 import pytest
 from sklearn.metrics import roc_auc_score
 
+import models.evaluate as evaluate_module
+from cli.main import main
 from core import icd
-from core.encoding import EncodedBatch, Preprocessing
+from core.encoding import EncodedBatch, Preprocessing, encode
 from core.errors import UserError
 from core.features import CATEGORICAL_NAMES, NUMERIC_FEATURES, NUMERIC_NAMES, build_features
 from core.lace import LaceModel, lace_score
 from core.sources.diabetes130 import to_canonical
 from core.warehouse import write_pointer
+from models.evaluate import decision_thresholds, evaluate, format_table
 
 
 class StubPredictor:
@@ -63,7 +66,6 @@ def _evaluable(features: pd.DataFrame, split: str) -> pd.DataFrame:
 
 
 def test_evaluate_writes_metrics_and_figures(tmp_path, tiny_warehouse):
-    from models.evaluate import evaluate, format_table
     root, features, predictor = tiny_warehouse
     test_rows = _evaluable(features, "test")
     # an "MLlib" model given as predictions for validation + test (here: a noisy copy of the LACE score)
@@ -82,7 +84,6 @@ def test_evaluate_writes_metrics_and_figures(tmp_path, tiny_warehouse):
     for model in saved["models"].values():
         assert model["overall"]["n"] == len(test_rows)            # same rows for every model
 
-    from core.encoding import encode
     expected = predictor.risk(encode(test_rows, predictor.preprocessing))
     assert saved["models"]["transformer"]["overall"]["auroc"] == pytest.approx(roc_auc_score(y, expected))
     assert saved["models"]["transformer"]["thresholds"]["best_f1"]["threshold"] == 0.15
@@ -104,7 +105,6 @@ def test_evaluate_writes_metrics_and_figures(tmp_path, tiny_warehouse):
 
 
 def test_evaluate_refuses_baseline_missing_rows(tmp_path, tiny_warehouse):
-    from models.evaluate import evaluate
     root, features, predictor = tiny_warehouse
     test_rows = _evaluable(features, "test").iloc[:-3]
     partial = pd.DataFrame({"encounter_id": test_rows["encounter_id"], "split": "test", "probability": 0.1})
@@ -113,8 +113,6 @@ def test_evaluate_refuses_baseline_missing_rows(tmp_path, tiny_warehouse):
 
 
 def test_cli_evaluate_prints_table_and_writes_files(tmp_path, tiny_warehouse, monkeypatch, capsys):
-    import models.evaluate as evaluate_module
-    from cli.main import main
     root, _, predictor = tiny_warehouse
     monkeypatch.setattr(evaluate_module, "load_predictor", lambda model_dir: predictor)
     assert main(["evaluate", "--warehouse", str(root), "--model", str(tmp_path), "--skip-mllib",
@@ -125,13 +123,11 @@ def test_cli_evaluate_prints_table_and_writes_files(tmp_path, tiny_warehouse, mo
 
 
 def test_cli_evaluate_missing_warehouse_is_a_user_error(tmp_path, capsys):
-    from cli.main import main
     assert main(["evaluate", "--warehouse", str(tmp_path / "none"), "--model", str(tmp_path), "--skip-mllib"]) == 2
     assert "error" in capsys.readouterr().err
 
 
 def test_decision_thresholds_read_the_model_folder_format():
-    from models.evaluate import decision_thresholds
     saved = {"basis": "calibrated risk on the validation split", "n_validation": 12620,
              "validation_prevalence": 0.111, "best_f1": {"risk_cutoff": 0.14, "f1": 0.3},
              "capacity": [{"top_percent": 5, "risk_cutoff": 0.24}, {"top_percent": 10, "risk_cutoff": 0.21}],

@@ -6,19 +6,35 @@ estimators against exact Shapley values of the *same* model, not of clinical pla
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fixtures.tiny_model import tiny_setup
 
+import serving.scoring as scoring
 from core.encoding import encode
-from core.explain import (FIELD_GROUPS, GROUP_NAMES, FieldGroup, TokenExplainer, build_background, input_units,
-                          load_background, reference_shapley, sampled_shapley, save_background, unit_groups)
 from core.features import CATEGORICAL_NAMES, CODE_FEATURES, NUMERIC_NAMES
 from core.reasons import describe, sentence
-from core.scoring import ScoringService
-from test_scoring_helpers import tiny_setup
+from core.sources import diabetes130
+from models.explain import (
+    FIELD_GROUPS,
+    GROUP_NAMES,
+    ExplainerUnavailable,
+    FieldGroup,
+    TokenExplainer,
+    _coalition_values,
+    build_background,
+    input_units,
+    load_background,
+    reference_shapley,
+    sampled_shapley,
+    save_background,
+    unit_groups,
+)
+from serving.scoring import ScoringService
 
 torch.set_num_threads(1)
 
@@ -83,7 +99,6 @@ def test_exact_reference_matches_shap(tiny):
     risk = tiny["predictor"].risk
     x = tiny["batch"].take(np.array([5]))
     ours, base = reference_shapley(risk, x, tiny["background"], groups=groups, exact=True)
-    from core.explain import _coalition_values
     owner = unit_groups(groups)
 
     def value(masks):
@@ -138,10 +153,8 @@ def test_gradient_explanations_are_additive_and_share_the_exact_base(tiny, exact
 
 
 def test_explain_one_is_fast_enough_and_additive(tiny, diabetes_csv):
-    import time
     service = ScoringService.from_predictor(tiny["predictor"], background=tiny["background"])
     features = tiny["features"]
-    from core.sources import diabetes130
     raw = pd.read_csv(diabetes_csv, dtype=str, keep_default_na=False, nrows=5)
     canonical = diabetes130.to_canonical(raw).iloc[[1]]
     service.explain_one(canonical)  # warm-up
@@ -182,8 +195,6 @@ def test_reasons_use_the_rows_values_and_say_missing():
 
 
 def test_without_a_token_layer_explanations_fall_back_to_sampled_shapley(tiny, monkeypatch, diabetes_csv):
-    import core.scoring as scoring
-    from core.explain import ExplainerUnavailable
 
     def unavailable(*_args, **_kwargs):
         raise ExplainerUnavailable("no token layer")
@@ -191,7 +202,6 @@ def test_without_a_token_layer_explanations_fall_back_to_sampled_shapley(tiny, m
     monkeypatch.setattr(scoring, "TokenExplainer", unavailable)
     service = ScoringService.from_predictor(tiny["predictor"], background=tiny["background"])
     assert service.explainer is None and service.explain_method == "shapley"
-    from core.sources import diabetes130
     canonical = diabetes130.to_canonical(pd.read_csv(diabetes_csv, dtype=str, keep_default_na=False, nrows=8))
     predictions = service.score_encounters(canonical)
     scored = predictions[predictions["risk"].notna()]

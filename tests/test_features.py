@@ -7,6 +7,7 @@ import pytest
 from core.features import OUTPUT_COLUMNS, build_features
 from core.labels import apply_eligibility
 from core.schema import COLUMNS
+from core.sources import diabetes130
 
 
 def encounter(patient, encounter_id, admit=None, discharge=None, **values):
@@ -79,7 +80,6 @@ def test_ineligible_rows_keep_features_and_lose_the_label():
 
 
 def test_real_file_slice(diabetes_csv):
-    from core.sources import diabetes130
     raw = pd.read_csv(diabetes_csv, dtype=str, keep_default_na=False, nrows=2000)
     features = build_features(diabetes130.to_canonical(raw))
     assert len(features) == 2000 and features["encounter_id"].is_unique

@@ -8,12 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification
 
 torch.set_num_threads(1)
 
-import models  # noqa: E402  (registers the Auto classes)
 from core.encoding import EncodedBatch  # noqa: E402
-from models.calibration import Calibrator, choose_calibrator, expected_calibration_error, sigmoid  # noqa: E402
+from core.metrics import ece as expected_calibration_error  # noqa: E402
+from models.calibration import Calibrator, choose_calibrator, sigmoid  # noqa: E402
 from models.configuration_readmit import ReadmitTransformerConfig  # noqa: E402
 from models.data import EncodedDataset, collate, to_tensors  # noqa: E402
 from models.modeling_readmit import ReadmitTransformerForSequenceClassification  # noqa: E402
@@ -94,7 +95,6 @@ def test_save_load_round_trip_identical_outputs(model, tmp_path):
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").exists() and (tmp_path / "config.json").exists()
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "readmit-transformer"
-    from transformers import AutoConfig, AutoModelForSequenceClassification
     loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
     assert isinstance(loaded, ReadmitTransformerForSequenceClassification)
     assert isinstance(AutoConfig.from_pretrained(tmp_path), ReadmitTransformerConfig)
@@ -179,7 +179,6 @@ def test_numeric_token_groups_share_one_token_and_round_trip(tmp_path):
     hidden = model(**tensors, output_hidden_states=True).hidden_states[0]
     assert hidden.shape == (6, config.n_tokens, 32)
     model.save_pretrained(tmp_path)
-    from transformers import AutoModelForSequenceClassification
     loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
     with torch.no_grad():
         assert torch.equal(model(**tensors).logits, loaded(**tensors).logits)

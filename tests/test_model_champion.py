@@ -7,8 +7,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
+from transformers import AutoModelForSequenceClassification
+
+import models  # noqa: F401
+from core.encoding import encode
+from models.data import to_tensors
+from models.inference import ReadmitPredictor
+from tests.test_train import synthetic_features
 
 torch.set_num_threads(1)
 
@@ -29,13 +35,7 @@ def test_champion_folder_is_complete_small_and_pickle_free():
 
 
 def test_champion_loads_with_identical_outputs_and_scores_rows():
-    import models  # noqa: F401
-    from transformers import AutoModelForSequenceClassification
 
-    from core.encoding import encode
-    from models.data import to_tensors
-    from models.inference import ReadmitPredictor
-    from tests.test_train import synthetic_features
 
     predictor = ReadmitPredictor.load(CHAMPION)
     assert not predictor.model.training and torch.get_num_threads() == 1

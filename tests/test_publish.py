@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from fnmatch import fnmatch
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 
+from cli.main import main
 from core.errors import UserError
 from models.publish import files_to_upload, publish
 
@@ -22,7 +25,6 @@ class StubHfApi:
         return type("RepoUrl", (), {"url": f"https://huggingface.co/{kwargs['repo_id']}"})()
 
     def upload_folder(self, **kwargs):
-        from fnmatch import fnmatch
         folder = Path(kwargs["folder_path"])
         sent = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()
                       and any(fnmatch(p.relative_to(folder).as_posix(), pat) for pat in kwargs["allow_patterns"])
@@ -79,9 +81,7 @@ def test_publish_refuses_bad_repo_id_and_incomplete_folder(model_dir, tmp_path, 
 
 
 def test_publish_cli_uses_stubbed_api(model_dir, monkeypatch, capsys):
-    import huggingface_hub
 
-    from cli.main import main
     stub = StubHfApi()
     monkeypatch.setattr(huggingface_hub, "HfApi", lambda *a, **k: stub)
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")

@@ -14,16 +14,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from fixtures.tiny_model import save_model_folder, tiny_setup
 
+import core.warehouse
+from cli.main import main
 from core.encoding import encode
 from core.errors import UserError
-from core.explain import build_background
 from core.features import build_features
+from core.intake import detect_format
+from core.predictions import KEEP_VERSIONS, write_predictions
 from core.schema import arrow_schema, template_columns, template_example_row
-from core.scoring import ScoringService, detect_format
 from core.sources import diabetes130
 from core.warehouse import Warehouse, read_pointer, write_pointer
-from test_scoring_helpers import save_model_folder, tiny_setup
+from models.explain import build_background, save_background
+from serving.scoring import ScoringService
 
 torch.set_num_threads(1)
 N_ROWS = 600
@@ -217,7 +221,6 @@ def test_history_from_the_warehouse(setup, tmp_path):
 
 
 def test_predictions_table_written_atomically_and_readable(setup, tmp_path):
-    from core.predictions import write_predictions
     root = tmp_path / "warehouse"
     canonical = setup["canonical"].head(40)
     _write_table(root, "encounters", _canonical_for_arrow(canonical), arrow_schema(), version="e1")
@@ -232,7 +235,6 @@ def test_predictions_table_written_atomically_and_readable(setup, tmp_path):
     assert warehouse.query("SELECT count(*) AS n FROM predictions WHERE risk IS NULL")["n"].iloc[0] == \
         int((~predictions["eligible"].astype(bool)).sum())
     # A run that dies before switching the pointer leaves the previous version current and whole.
-    import core.warehouse
 
     def crash(*_args, **_kwargs):
         raise RuntimeError("killed")
@@ -248,7 +250,6 @@ def test_predictions_table_written_atomically_and_readable(setup, tmp_path):
 
 @pytest.fixture(scope="module")
 def model_dir(setup, tmp_path_factory) -> Path:
-    from core.explain import save_background
     folder = save_model_folder(setup["predictor"], tmp_path_factory.mktemp("model") / "tiny")
     save_background(folder, setup["background"])
     return folder
@@ -264,7 +265,6 @@ def test_load_from_folder_gives_the_same_scores(setup, model_dir, slice_csv):
 
 
 def test_cli_score_file(model_dir, setup, tmp_path, capsys):
-    from cli.main import main
     raw = setup["raw"].head(30).copy()
     raw.loc[2, "number_inpatient"] = "-4"
     source = tmp_path / "in.csv"
@@ -288,7 +288,6 @@ def test_cli_score_file(model_dir, setup, tmp_path, capsys):
 
 
 def test_cli_score_warehouse(model_dir, setup, tmp_path):
-    from cli.main import main
     root = tmp_path / "warehouse"
     canonical = setup["canonical"].head(60)
     _write_table(root, "encounters", _canonical_for_arrow(canonical), arrow_schema(), version="e1")
@@ -302,7 +301,6 @@ def test_cli_score_warehouse(model_dir, setup, tmp_path):
 
 
 def test_old_prediction_versions_are_pruned(setup, tmp_path):
-    from core.predictions import KEEP_VERSIONS, write_predictions
     root = tmp_path / "warehouse"
     predictions = setup["service"].score_encounters(setup["canonical"].head(5), explain=False)
     versions = [write_predictions(root, predictions) for _ in range(KEEP_VERSIONS + 2)]

@@ -17,6 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fixtures.app.make_warehouse import build
+from tests.test_api_dockerfile import instructions
+from tests.test_api_integration import build_tiny_model_dir
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
@@ -28,13 +32,11 @@ def model_dir(tmp_path_factory, diabetes_csv) -> Path:
     champion = REPO / "models" / "champion"
     if (champion / "config.json").exists():
         return champion
-    from tests.test_api_integration import build_tiny_model_dir
     return build_tiny_model_dir(tmp_path_factory.mktemp("model") / "tiny", diabetes_csv)
 
 
 @pytest.fixture(scope="module")
 def synthetic_warehouse(tmp_path_factory) -> Path:
-    from tests.fixtures.app.make_warehouse import build
     root = tmp_path_factory.mktemp("wh") / "warehouse"
     build(root, patients=150, seed=3, source="synthetic")
     return root
@@ -66,7 +68,6 @@ def test_space_folder_contents(space):
     assert "COPY --chown=readmit:readmit data ./data" in dockerfile
     assert "READMIT_WAREHOUSE=/home/readmit/app/data/warehouse" in dockerfile
     assert not list(space.rglob("__pycache__")) and not list(space.rglob(".env"))
-    from tests.test_api_dockerfile import instructions
     for keyword, args in instructions(space / "Dockerfile"):
         if keyword == "COPY":
             for source in [p for p in args.split() if not p.startswith("--")][:-1]:
@@ -74,7 +75,6 @@ def test_space_folder_contents(space):
 
 
 def test_space_refuses_non_synthetic_data(tmp_path, model_dir):
-    from tests.fixtures.app.make_warehouse import build
     real_looking = tmp_path / "warehouse"
     build(real_looking, patients=20, seed=1, source="diabetes130")
     with pytest.raises(build_space.SpaceError, match="only synthetic data"):

@@ -11,11 +11,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from core import synthetic
 from core.features import build_features
 from core.labels import is_readmission
-from core.schema import AGE_BANDS, COLUMNS, LIST_SEPARATOR, arrow_schema, template_columns
+from core.schema import AGE_BANDS, COLUMNS, FIELDS_BY_NAME, LIST_SEPARATOR, EncounterIn, arrow_schema, template_columns
 from tests.conftest import REPO_ROOT
 
 
@@ -76,14 +81,12 @@ def test_rows_fit_the_canonical_arrow_schema(sample):
 
 
 def test_rows_pass_upload_validation(sample):
-    from core.schema import EncounterIn
     rows = sample.head(500)[template_columns()]
     for record in rows.astype(object).where(rows.notna(), None).to_dict("records"):
         EncounterIn(**record)
 
 
 def test_categories_are_canonical(sample):
-    from core.schema import FIELDS_BY_NAME
     for name, spec in FIELDS_BY_NAME.items():
         if spec.allowed is not None and sample[name].dtype == object:
             assert set(sample[name].dropna()) <= set(spec.allowed), name
@@ -209,11 +212,6 @@ def test_diagnoses_are_icd9_codes_of_the_profile(sample):
 
 
 def test_a_model_trained_on_synthetic_rows_ranks_other_synthetic_rows(sample):
-    from sklearn.compose import ColumnTransformer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     numeric = ["prior_inpatient_visits", "prior_emergency_visits", "length_of_stay_days", "num_medications",
                "number_diagnoses", "age_years_est", "encounter_seq", "diabetes_meds_changed"]

@@ -1,28 +1,55 @@
 """`readmit train` end to end on a small synthetic warehouse (random feature rows written as Parquet in
-the warehouse layout, with a numpy-fitted preprocessing state): the model folder's files, the
+the warehouse layout, encoded with the shipped model's Spark-fitted preprocessing state): the model folder's files, the
 from_pretrained round trip, calibration, thresholds, tiers, percentiles and the model card.
 A tiny search (hidden 32, 1-2 layers, 2 epochs): this checks the plumbing, not accuracy."""
 from __future__ import annotations
 
 import json
-import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
+from transformers import AutoModelForSequenceClassification
+
+import models  # noqa: F401
+import models.train as train_module
+from cli.main import build_parser
+from core.errors import UserError
+from models.card import render_card
+from models.data import to_tensors
+from models.inference import ReadmitPredictor
+from models.train import TrainOptions, train
 
 torch.set_num_threads(1)
 
 from core.encoding import Preprocessing, encode  # noqa: E402
-from core.features import (CATEGORICAL_NAMES, CODE_FEATURES, FEATURE_SPEC_VERSION, MISSING_LEVEL,  # noqa: E402
-                           NUMERIC_FEATURES, OTHER_LEVEL, OUTPUT_COLUMNS)
+from core.features import (  # noqa: E402
+    CATEGORICAL_NAMES,
+    CODE_FEATURES,
+    MISSING_LEVEL,
+    NUMERIC_FEATURES,
+    OTHER_LEVEL,
+    OUTPUT_COLUMNS,
+)
 from core.warehouse import write_pointer  # noqa: E402
 
 CODES = ["250.01", "250.02", "428", "414.01", "786", "V58", "996.81", "276", "401.9", "599"]
 CHAPTERS = {"250": "endocrine", "428": "circulatory", "414": "circulatory", "786": "symptoms",
             "V58": "supplementary", "996": "injury", "276": "endocrine", "401": "circulatory", "599": "genitourinary"}
+
+
+# The shipped model's fitted encoding state (fitted by the Spark ETL on Diabetes 130 training rows):
+# tests use it rather than re-implementing the fit.
+CHAMPION_PREPROCESSING = Preprocessing.load(Path(__file__).resolve().parent.parent / "models" / "champion")
+
+
+def _common_levels(name: str, k: int = 4) -> list[str]:
+    """The k most frequent real levels of a categorical feature (StringIndexer order is by frequency)."""
+    return [v for v in CHAMPION_PREPROCESSING.categorical[name] if v not in (MISSING_LEVEL, OTHER_LEVEL)][:k]
 
 
 def synthetic_features(n: int, seed: int) -> pd.DataFrame:
@@ -38,7 +65,7 @@ def synthetic_features(n: int, seed: int) -> pd.DataFrame:
         if j < 3:
             signal += np.nan_to_num(values, nan=2.0) - 2.0
     for k, name in enumerate(CATEGORICAL_NAMES):
-        levels = np.array([f"{name}_{i}" for i in range(4)] + [None], dtype=object)
+        levels = np.array(_common_levels(name) + [None], dtype=object)
         data[name] = levels[rng.integers(0, 5, n)]
     for name in CODE_FEATURES:
         codes = np.array(CODES + [None], dtype=object)[rng.integers(0, len(CODES) + 1, n)]
@@ -49,23 +76,6 @@ def synthetic_features(n: int, seed: int) -> pd.DataFrame:
     data["readmitted_30d"] = np.where(rng.random(n) < 0.02, None, label).astype(object)
     frame = pd.DataFrame(data)
     return frame[list(OUTPUT_COLUMNS)]
-
-
-def fit_preprocessing(train: pd.DataFrame) -> Preprocessing:
-    numeric = {}
-    for spec in NUMERIC_FEATURES:
-        values = train[spec.name].astype(float)
-        values = np.log1p(values.clip(lower=0)) if spec.transform == "log1p" else values
-        numeric[spec.name] = {"mean": float(values.mean()), "std": float(values.std()), "transform": spec.transform}
-    categorical = {name: [MISSING_LEVEL, OTHER_LEVEL] + sorted(train[name].dropna().unique().tolist())
-                   for name in CATEGORICAL_NAMES}
-    codes = pd.concat([train[c] for c in CODE_FEATURES]).dropna()
-    from core import icd
-    return Preprocessing(numeric=numeric, categorical=categorical,
-                         codes={"code_labels": sorted(codes.unique().tolist()),
-                                "category_labels": sorted({icd.category(c) for c in codes}),
-                                "chapter_labels": sorted(set(CHAPTERS.values()))},
-                         feature_spec_version=FEATURE_SPEC_VERSION)
 
 
 def make_warehouse(root: Path, sizes=(1500, 600, 600)) -> Path:
@@ -81,17 +91,15 @@ def make_warehouse(root: Path, sizes=(1500, 600, 600)) -> Path:
     (table / "_manifest.json").write_text(json.dumps({"source": "synthetic test", "rows": len(features)}))
     prep_dir = root / "preprocessing" / "v1"
     prep_dir.mkdir(parents=True)
-    fit_preprocessing(frames[0]).save(prep_dir)
+    CHAMPION_PREPROCESSING.save(prep_dir)
     write_pointer(root, {"tables": {"features": "v1"}, "preprocessing": "v1"})
     return root
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from models.train import TrainOptions, train
     root = make_warehouse(tmp_path_factory.mktemp("warehouse"))
     out = tmp_path_factory.mktemp("models") / "tiny"
-    import models.train as train_module
     original = train_module.DEFAULT_TRIAL, train_module.SEARCH_SPACE
     train_module.DEFAULT_TRIAL = {"hidden_size": 32, "num_hidden_layers": 2, "learning_rate": 2e-3,
                                   "dropout": 0.1, "weight_decay": 0.01}
@@ -128,11 +136,7 @@ def test_only_eligible_labelled_rows_are_used(trained):
 
 def test_from_pretrained_restores_identical_outputs(trained):
     root, out, _ = trained
-    import models  # noqa: F401
-    from transformers import AutoModelForSequenceClassification
 
-    from models.data import to_tensors
-    from models.inference import ReadmitPredictor
     features = synthetic_features(50, seed=11)
     predictor = ReadmitPredictor.load(out)
     batch = encode(features, predictor.preprocessing)
@@ -147,7 +151,6 @@ def test_from_pretrained_restores_identical_outputs(trained):
 
 def test_predictor_risk_tiers_and_percentiles(trained):
     _, out, _ = trained
-    from models.inference import ReadmitPredictor
     predictor = ReadmitPredictor.load(out)
     batch = encode(synthetic_features(200, seed=12), predictor.preprocessing)
     raw = predictor.raw_probability(batch)
@@ -184,7 +187,6 @@ def test_thresholds_capacity_f1_and_tiers(trained):
 
 def test_model_card_has_metadata_and_sections(trained):
     _, out, _ = trained
-    import yaml
     text = (out / "README.md").read_text()
     assert text.startswith("---\n")
     metadata = yaml.safe_load(text.split("---\n")[1])
@@ -198,9 +200,7 @@ def test_model_card_has_metadata_and_sections(trained):
 
 def test_card_renders_metrics_json_when_present(trained, tmp_path):
     _, out, _ = trained
-    import shutil
 
-    from models.card import render_card
     folder = tmp_path / "m"
     shutil.copytree(out, folder)
     evaluation = {"overall": {"n": 100, "auroc": 0.7, "auroc_ci": [0.65, 0.75], "auprc": 0.2, "brier": 0.09,
@@ -215,7 +215,6 @@ def test_card_renders_metrics_json_when_present(trained, tmp_path):
 
 
 def test_train_command_is_registered():
-    from cli.main import build_parser
     args = build_parser().parse_args(["train", "--warehouse", "W", "--out", "D", "--time-budget-minutes", "3",
                                       "--seed", "5", "--max-epochs", "4"])
     assert args.command == "train" and args.time_budget_minutes == 3 and args.seed == 5 and args.max_epochs == 4
@@ -223,17 +222,13 @@ def test_train_command_is_registered():
 
 
 def test_train_without_warehouse_is_a_clear_user_error(tmp_path):
-    from core.errors import UserError
-    from models.train import TrainOptions, train
     with pytest.raises(UserError, match="readmit etl"):
         train(TrainOptions(warehouse=str(tmp_path / "none"), out=str(tmp_path / "out")))
 
 
 def test_card_renders_evaluate_report_layout(trained, tmp_path):
     _, out, _ = trained
-    import shutil
 
-    from models.card import render_card
     folder = tmp_path / "m2"
     shutil.copytree(out, folder)
     report = {"split": "test", "models": {

@@ -38,14 +38,14 @@ def idle_limit_seconds() -> float:
 def auth_configured() -> bool:
     try:
         return "auth" in st.secrets
-    except Exception:  # noqa: BLE001 - no secrets file at all
+    except Exception:
         return False
 
 
 def _logged_in() -> bool:
     try:
         return bool(st.user.get("is_logged_in", False))
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 

@@ -11,9 +11,15 @@ from typing import Optional
 import pandas as pd
 import streamlit as st
 
-from core import dashboard
+from core import spreadsheet
 from core.config import Settings
 from core.warehouse import POINTER_FILE, Warehouse, local_path
+from serving import home
+from serving import hospitals as hospital_queries
+from serving import patient as patient_queries
+from serving import quality as quality_queries
+from serving import worklist as worklist_queries
+from serving.scoring import ScoringService
 
 log = logging.getLogger("readmit.app")
 
@@ -47,11 +53,11 @@ def warehouse() -> Warehouse:
 
 
 @st.cache_data(ttl=60, show_spinner=False)
-def _status(root: str, version: str) -> dashboard.DataStatus:
-    return dashboard.data_status(root)
+def _status(root: str, version: str) -> home.DataStatus:
+    return home.data_status(root)
 
 
-def status() -> dashboard.DataStatus:
+def status() -> home.DataStatus:
     root = warehouse_root()
     return _status(root, pointer_version(root))
 
@@ -62,17 +68,17 @@ def _key() -> tuple[str, str]:
 
 
 @st.cache_data(ttl=600, show_spinner=False)
-def _summary(root: str, version: str) -> dashboard.CohortSummary:
-    return dashboard.cohort_summary(Warehouse(root))
+def _summary(root: str, version: str) -> home.CohortSummary:
+    return home.cohort_summary(Warehouse(root))
 
 
-def summary() -> dashboard.CohortSummary:
+def summary() -> home.CohortSummary:
     return _summary(*_key())
 
 
 @st.cache_data(ttl=600, show_spinner=False)
 def _options(root: str, version: str) -> dict:
-    return dashboard.filter_options(Warehouse(root))
+    return worklist_queries.filter_options(Warehouse(root))
 
 
 def options() -> dict:
@@ -81,12 +87,12 @@ def options() -> dict:
 
 @st.cache_data(ttl=600, show_spinner=False)
 def _labelled(root: str, version: str) -> pd.DataFrame:
-    return dashboard.labelled_scores(Warehouse(root))
+    return quality_queries.labelled_scores(Warehouse(root))
 
 
 @st.cache_data(ttl=600, show_spinner=False)
 def _suggested(root: str, version: str) -> int:
-    return dashboard.suggested_capacity(Warehouse(root))
+    return worklist_queries.suggested_capacity(Warehouse(root))
 
 
 def calls_per_day() -> int:
@@ -97,42 +103,42 @@ def calls_per_day() -> int:
 
 
 @st.cache_data(ttl=600, show_spinner=False)
-def _capacity(root: str, version: str, calls: int) -> dashboard.CapacityResult:
-    return dashboard.capacity_tradeoff(Warehouse(root), calls, _labelled(root, version))
+def _capacity(root: str, version: str, calls: int) -> worklist_queries.CapacityResult:
+    return worklist_queries.capacity_tradeoff(Warehouse(root), calls, _labelled(root, version))
 
 
-def capacity(calls: int) -> dashboard.CapacityResult:
+def capacity(calls: int) -> worklist_queries.CapacityResult:
     return _capacity(*_key(), int(calls))
 
 
 @st.cache_resource(show_spinner="Preparing the worklist…", max_entries=2)
-def _index(root: str, version: str) -> dashboard.WorklistIndex:
-    return dashboard.WorklistIndex(Warehouse(root))
+def _index(root: str, version: str) -> worklist_queries.WorklistIndex:
+    return worklist_queries.WorklistIndex(Warehouse(root))
 
 
 @st.cache_data(ttl=300, show_spinner=False, max_entries=200)
-def _worklist(root: str, version: str, filters: dashboard.WorklistFilters, page: int, page_size: int,
-              threshold: Optional[float]) -> dashboard.WorklistPage:
-    return dashboard.worklist(_index(root, version), filters, page, page_size, threshold)
+def _worklist(root: str, version: str, filters: worklist_queries.WorklistFilters, page: int, page_size: int,
+              threshold: Optional[float]) -> worklist_queries.WorklistPage:
+    return worklist_queries.worklist(_index(root, version), filters, page, page_size, threshold)
 
 
-def worklist(filters: dashboard.WorklistFilters, page: int, page_size: int,
-             threshold: Optional[float]) -> dashboard.WorklistPage:
+def worklist(filters: worklist_queries.WorklistFilters, page: int, page_size: int,
+             threshold: Optional[float]) -> worklist_queries.WorklistPage:
     return _worklist(*_key(), filters, page, page_size, threshold)
 
 
 @st.cache_data(ttl=300, show_spinner=False, max_entries=20)
-def _export(root: str, version: str, filters: dashboard.WorklistFilters, threshold: Optional[float]) -> bytes:
-    return dashboard.safe_csv(dashboard.worklist_export(_index(root, version), filters, threshold=threshold))
+def _export(root: str, version: str, filters: worklist_queries.WorklistFilters, threshold: Optional[float]) -> bytes:
+    return spreadsheet.safe_csv(worklist_queries.worklist_export(_index(root, version), filters, threshold=threshold))
 
 
-def export_csv(filters: dashboard.WorklistFilters, threshold: Optional[float]) -> bytes:
+def export_csv(filters: worklist_queries.WorklistFilters, threshold: Optional[float]) -> bytes:
     return _export(*_key(), filters, threshold)
 
 
 @st.cache_data(ttl=600, show_spinner=False)
 def _quality(root: str, version: str, threshold: float):
-    return dashboard.quality_view(Warehouse(root), threshold)
+    return quality_queries.quality_view(Warehouse(root), threshold)
 
 
 def quality(threshold: float):
@@ -140,13 +146,13 @@ def quality(threshold: float):
 
 
 @st.cache_data(ttl=600, show_spinner=False)
-def model_info(model_dir: str) -> dashboard.ModelInfo:
-    return dashboard.model_info(model_dir)
+def model_info(model_dir: str) -> quality_queries.ModelInfo:
+    return quality_queries.model_info(model_dir)
 
 
 @st.cache_data(ttl=600, show_spinner=False)
 def _hospitals(root: str, version: str) -> pd.DataFrame:
-    return dashboard.hospital_options(Warehouse(root))
+    return hospital_queries.hospital_options(Warehouse(root))
 
 
 def hospitals() -> pd.DataFrame:
@@ -155,7 +161,7 @@ def hospitals() -> pd.DataFrame:
 
 @st.cache_data(ttl=600, show_spinner=False)
 def _benchmark(root: str, version: str, facility_id: str):
-    return dashboard.hospital_benchmark(Warehouse(root), facility_id)
+    return hospital_queries.hospital_benchmark(Warehouse(root), facility_id)
 
 
 def benchmark(facility_id: str):
@@ -165,7 +171,6 @@ def benchmark(facility_id: str):
 @st.cache_resource(show_spinner="Loading the model…")
 def scoring_service(model_dir: str):
     """The model, loaded once per process (never trained here)."""
-    from core.scoring import ScoringService
     return ScoringService.load(model_dir)
 
 
@@ -177,18 +182,18 @@ def loaded_model():
         return None
     try:
         return scoring_service(model_dir)
-    except Exception:  # noqa: BLE001 - the pages fall back to what the warehouse stores
+    except Exception:
         log.exception("model could not be loaded from %s", model_dir)
         return None
 
 
 @st.cache_data(ttl=3600, show_spinner=False, max_entries=500)
 def _live_explanation(root: str, version: str, model_dir: str, model_version: str, encounter_id: str,
-                      _service) -> Optional[dashboard.LiveExplanation]:
-    return dashboard.live_explanation(_service, Warehouse(root), encounter_id)
+                      _service) -> Optional[patient_queries.LiveExplanation]:
+    return patient_queries.live_explanation(_service, Warehouse(root), encounter_id)
 
 
-def live_explanation(encounter_id: str, service) -> Optional[dashboard.LiveExplanation]:
+def live_explanation(encounter_id: str, service) -> Optional[patient_queries.LiveExplanation]:
     """Sampled Shapley explanation of one encounter (`ScoringService.explain_one`), cached per encounter,
     warehouse version and model version."""
     return _live_explanation(*_key(), str(getattr(service, "model_dir", None) or settings().model_dir),

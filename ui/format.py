@@ -6,11 +6,8 @@ from typing import Any
 
 import streamlit as st
 
-from core.dashboard import TIER_MEANING
+from serving.worklist import TIER_MEANING
 
-# Okabe-Ito palette: distinguishable with the common colour-vision deficiencies.
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
-TIER_COLOURS = {"Very high": "#D55E00", "High": "#E69F00", "Medium": "#56B4E9", "Low": "#009E73"}
 TIER_ICONS = {"Very high": "▲▲", "High": "▲", "Medium": "●", "Low": "▽"}
 
 

@@ -6,8 +6,16 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, status
 
 from api.deps import PROTECTED, BatcherDep, MetricsDep, ScorerDep, SettingsDep
-from api.schemas import (BatchPrediction, BatchRequest, EncounterRequest, Explanation, Prediction,
-                         explanation_from, prediction_from_row, to_canonical_frame)
+from api.schemas import (
+    BatchPrediction,
+    BatchRequest,
+    EncounterRequest,
+    Explanation,
+    Prediction,
+    explanation_from,
+    prediction_from_row,
+    to_canonical_frame,
+)
 
 ERRORS = {400: {"description": "body is not valid JSON"},
           401: {"description": "missing or invalid API key"},

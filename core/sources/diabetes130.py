@@ -9,6 +9,8 @@ from __future__ import annotations
 import pandas as pd
 
 from core.labels import apply_eligibility
+from core.schema import AGE_BANDS, FIELDS_BY_NAME
+from core.validation import ColumnRule
 
 SOURCE = "diabetes130"
 MISSING_TOKEN = "?"
@@ -29,6 +31,28 @@ DRUG_COLUMNS = (
 )
 INTEGER_COLUMNS = ("time_in_hospital", "num_lab_procedures", "num_procedures", "num_medications",
                    "number_outpatient", "number_emergency", "number_inpatient", "number_diagnoses")
+
+LABELS = ("<30", ">30", "NO")
+GENDERS = ("Female", "Male", "Unknown/Invalid")
+# Raw count column -> the canonical field whose plausible bounds it must respect.
+_BOUNDED_AS = {"time_in_hospital": "length_of_stay_days", "num_lab_procedures": "num_lab_procedures",
+               "num_procedures": "num_procedures", "num_medications": "num_medications",
+               "number_outpatient": "prior_outpatient_visits", "number_emergency": "prior_emergency_visits",
+               "number_inpatient": "prior_inpatient_visits", "number_diagnoses": "number_diagnoses"}
+
+
+def _rule(name: str) -> ColumnRule:
+    """The one validation rule of a raw Diabetes 130 column, used by the ETL and the scorer alike:
+    every column present, ids never blank, counts whole numbers within the schema's bounds, and the
+    label, age band and gender among the documented values (an unseen level would otherwise pass on
+    as a category nobody has trained on)."""
+    allowed = {"readmitted": LABELS, "age": AGE_BANDS, "gender": GENDERS}.get(name)
+    bounds = FIELDS_BY_NAME[_BOUNDED_AS[name]].bounds if name in _BOUNDED_AS else None
+    return ColumnRule(name, "int" if name in INTEGER_COLUMNS else "string", required=True,
+                      nullable=name not in ("encounter_id", "patient_nbr"), allowed=allowed, bounds=bounds)
+
+
+RULES: tuple[ColumnRule, ...] = tuple(_rule(name) for name in REQUIRED_COLUMNS)
 
 ADMISSION_TYPE = {"1": "emergency", "2": "urgent", "3": "elective", "4": "newborn", "7": "trauma"}
 ADMISSION_SOURCE = {

@@ -10,21 +10,10 @@ from pyspark.sql import DataFrame, SparkSession
 
 from core.errors import UserError
 from core.sources import diabetes130 as mapping
-from core.validation import ColumnRule
 from etl.transform import local_path, map_rows_to_canonical, raise_first_invalid, read_text_csv
 
 CSV_MEMBER = "diabetic_data.csv"
-LABELS = ("<30", ">30", "NO")
 MISSING_TOKENS = (mapping.MISSING_TOKEN,)
-
-# Every expected column must be present; ids must have a value; counts must be whole numbers; the
-# label, where given, must be one of the three documented values. Ranges are checked later, on
-# the canonical values (`etl.transform.null_out_of_bounds`).
-RULES: tuple[ColumnRule, ...] = tuple(
-    ColumnRule(name, "int" if name in mapping.INTEGER_COLUMNS else "string", required=True,
-               nullable=name not in ("encounter_id", "patient_nbr"),
-               allowed=LABELS if name == "readmitted" else None)
-    for name in mapping.REQUIRED_COLUMNS)
 
 
 def csv_path(path: str) -> str:
@@ -46,6 +35,8 @@ def csv_path(path: str) -> str:
 def read(spark: SparkSession, path: str) -> DataFrame:
     """Canonical encounters (plus the input order column) from a Diabetes 130 CSV or zip."""
     source = csv_path(path)
-    raw = read_text_csv(spark, source, RULES, "Diabetes 130 CSV")
-    raise_first_invalid(raw, source, RULES, MISSING_TOKENS, check_bounds=False, key_column="encounter_id")
+    raw = read_text_csv(spark, source, mapping.RULES, "Diabetes 130 CSV")
+    # Ranges are checked later, on the canonical values (`etl.transform.null_out_of_bounds`), so an
+    # implausible count is nulled and counted rather than stopping the load.
+    raise_first_invalid(raw, source, mapping.RULES, MISSING_TOKENS, check_bounds=False, key_column="encounter_id")
     return map_rows_to_canonical(raw, mapping.to_canonical)

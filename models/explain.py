@@ -42,10 +42,15 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
 
 from core import icd
-from core.encoding import CODE_OFFSET, EncodedBatch, Preprocessing
-from core.features import CATEGORICAL_NAMES, CODE_FEATURES, NUMERIC_NAMES
+from core.encoding import CODE_OFFSET, EncodedBatch, Preprocessing, encode
+from core.errors import UserError
+from core.features import CATEGORICAL_NAMES, CODE_FEATURES, NUMERIC_NAMES, OUTPUT_COLUMNS
+from core.warehouse import Warehouse
+from models.manifest import sealed_update
 
 log = logging.getLogger(__name__)
 
@@ -230,24 +235,27 @@ def fallback_background(prep: Preprocessing) -> Background:
 
 def save_background(folder: str | Path, background: Background) -> Path:
     """Write the background into a model folder (safetensors, no pickles)."""
-    from safetensors.numpy import save_file
     path = Path(folder) / BACKGROUND_FILE
     b = background.batch
+    with sealed_update(folder):
+        _write_background(path, b, background.weights)
+    return path
+
+
+def _write_background(path: Path, b: EncodedBatch, weights: np.ndarray) -> None:
     save_file({"numeric": np.ascontiguousarray(b.numeric, dtype=np.float32),
                "numeric_missing": np.ascontiguousarray(b.numeric_missing, dtype=np.uint8),
                "categorical": np.ascontiguousarray(b.categorical, dtype=np.int64),
                "codes": np.ascontiguousarray(b.codes, dtype=np.int64),
-               "weights": np.ascontiguousarray(background.weights, dtype=np.float64)},
+               "weights": np.ascontiguousarray(weights, dtype=np.float64)},
               str(path), metadata={"format": "readmit-explain-background", "version": "1"})
     path.chmod(0o644)  # safetensors writes 0600; a model folder is meant to be read by the serving user
-    return path
 
 
 def load_background(folder: str | Path) -> Optional[Background]:
     path = Path(folder) / BACKGROUND_FILE
     if not path.exists():
         return None
-    from safetensors.numpy import load_file
     t = load_file(str(path))
     batch = EncodedBatch(t["numeric"].astype(np.float32), t["numeric_missing"].astype(bool),
                          t["categorical"].astype(np.int64), t["codes"].astype(np.int64))
@@ -255,20 +263,10 @@ def load_background(folder: str | Path) -> Optional[Background]:
     return Background(batch, weights / weights.sum())
 
 
-def write_background_for_model(model_dir: str | Path, training_batch: EncodedBatch,
-                               k: int = DEFAULT_BACKGROUND_SIZE, seed: int = 0) -> Path:
-    """What training calls after saving a model: summarize its training encodings into the folder."""
-    return save_background(model_dir, build_background(training_batch, k=k, seed=seed))
-
-
 def background_from_warehouse(root: str | Path, prep: Preprocessing, k: int = DEFAULT_BACKGROUND_SIZE,
                               seed: int = 0, sample: int = 20000) -> Background:
     """Background from the warehouse `features` table's training split (eligible rows), encoded with
     the model's own preprocessing. A fixed pseudo-random sample keeps it quick and reproducible."""
-    from core.encoding import encode
-    from core.errors import UserError
-    from core.features import OUTPUT_COLUMNS
-    from core.warehouse import Warehouse
     warehouse = Warehouse(str(root))
     if not warehouse.has_table("features"):
         raise UserError(f"warehouse {root} has no 'features' table: run `readmit etl` first")
@@ -413,7 +411,6 @@ class _TokenSite:
 
 
 def _model_inputs(batch: EncodedBatch):
-    import torch
     return {"numeric_values": torch.from_numpy(np.ascontiguousarray(batch.numeric, dtype=np.float32)),
             "numeric_missing": torch.from_numpy(np.ascontiguousarray(batch.numeric_missing, dtype=bool)),
             "categorical_ids": torch.from_numpy(np.ascontiguousarray(batch.categorical, dtype=np.int64)),
@@ -468,7 +465,6 @@ def locate_token_site(model, prep: Preprocessing, base: EncodedBatch,
                       groups: Sequence[FieldGroup] = FIELD_GROUPS) -> _TokenSite:
     """Find the earliest module output [B, T, H] in which every input unit moves some token and no
     token moves with units of two groups (i.e. the feature tokens before attention mixes them)."""
-    import torch
     units_group = unit_groups(groups)
     probe, owner = _probe_batch(base, prep)
     n = len(probe)
@@ -553,7 +549,6 @@ class TokenExplainer:
                  calibrate: Callable[[np.ndarray], np.ndarray], groups: Sequence[FieldGroup] = FIELD_GROUPS,
                  rule: str = DEFAULT_RULE, chunk: int = 1024,
                  raw_from_logits: Optional[Callable[[np.ndarray], np.ndarray]] = None):
-        import torch
         self.raw_from_logits = raw_from_logits
         if rule not in QUADRATURE and rule not in EXPECTED_RULES:
             raise ValueError(f"unknown explanation rule {rule!r} "
@@ -584,7 +579,6 @@ class TokenExplainer:
     def _run(self, batch: EncodedBatch, replace_with=None, detach_tokens: bool = False):
         """Forward pass; captures the token tensor, optionally replaced by `replace_with` or cut from
         the graph below it as a new leaf that requires grad (`detach_tokens`). Returns (tokens, logits)."""
-        import torch
         captured = {}
 
         def hook(_module, _inputs, output):
@@ -608,14 +602,12 @@ class TokenExplainer:
 
     def tokens_and_probability(self, batch: EncodedBatch):
         """One forward pass without gradients: the token tensor and the raw probability."""
-        import torch
         with torch.no_grad():
             tokens, logits = self._run(batch)
         return tokens, self._raw(logits)
 
     def _raw(self, logits) -> np.ndarray:
         """Raw probability from logits, by the predictor's own formula when it has one."""
-        import torch
         logits = logits.detach()
         if self.raw_from_logits is not None:
             return np.asarray(self.raw_from_logits(logits.float().numpy()), dtype=np.float64)
@@ -623,7 +615,6 @@ class TokenExplainer:
 
     def _gradient_at(self, batch: EncodedBatch, tokens):
         """(raw probability, d probability / d tokens) with `tokens` put in place of the row's own."""
-        import torch
         point = tokens.detach().clone().requires_grad_(True)
         with torch.enable_grad():
             _, logits = self._run(batch, replace_with=point)
@@ -633,7 +624,6 @@ class TokenExplainer:
 
     def _row_gradient(self, batch: EncodedBatch):
         """The scoring forward at the row itself, with the gradient: (tokens, raw probability, gradient)."""
-        import torch
         with torch.enable_grad():
             tokens, logits = self._run(batch, detach_tokens=True)
             probability = torch.softmax(logits.float(), dim=-1)[:, 1]

@@ -1,4 +1,4 @@
-"""Plotly figure builders for model quality: pure functions from `core.metrics` results to Figures.
+"""Plotly figure builders, one palette: pure functions from computed results to Figures.
 
 Every builder takes what `core.metrics.evaluate_predictions` returns (one dict per model, usually as
 `{model name: result}`) and returns a `plotly.graph_objects.Figure`; nothing is computed here that
@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 Results = Mapping[str, Mapping[str, Any]]
 
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+# One colour-blind-safe palette (Okabe & Ito) for every chart the product draws.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+RAISES, LOWERS, NEUTRAL = "#D55E00", "#0072B2", "#555555"   # risk raised, lowered, totals
 _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=60, b=50), legend=dict(x=1.02, y=1))
 
 
@@ -95,8 +98,10 @@ def reliability_figure(results: Results, title: str = "Calibration (10 equal-fre
     return fig
 
 
-def capacity_figure(results: Results, title: str = "Flagging capacity: PPV and sensitivity") -> go.Figure:
-    """Threshold trade-off by capacity: what flagging the top k% of discharges buys."""
+def capacity_figure(results: Results, title: str = "Flagging capacity: PPV and sensitivity",
+                    marker: Optional[tuple[float, str]] = None) -> go.Figure:
+    """Threshold trade-off by capacity: what flagging the top k% of discharges buys. `marker` draws a
+    line at (share of discharges called, label), e.g. the team's current capacity."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("PPV of flagged patients", "share of readmissions caught"))
     for i, (name, result) in enumerate(results.items()):
         curve = result["curves"]["capacity"]
@@ -109,6 +114,8 @@ def capacity_figure(results: Results, title: str = "Flagging capacity: PPV and s
     if results:
         fig.add_trace(go.Scatter(x=[1, 50], y=[prevalence, prevalence], mode="lines", name="prevalence",
                                  line=dict(color="#999", dash="dot", width=1)), row=1, col=1)
+    if marker is not None:
+        fig.add_vline(x=100 * marker[0], line_dash="dot", line_color=NEUTRAL, annotation_text=marker[1])
     fig.update_xaxes(title_text="% of discharges flagged (highest risk first)")
     fig.update_yaxes(range=[0, 1], row=1, col=2)
     fig.update_layout(title=title, **_LAYOUT)
@@ -175,3 +182,60 @@ def all_figures(results: Results, primary: Optional[str] = None,
             figures[f"subgroup_{group}_calibration"] = subgroup_figure(
                 results, group, "ece", title=f"ECE by {group.replace('_', ' ')} (* = small group)")
     return figures
+
+
+def contributions_figure(contrib: pd.DataFrame, base_risk: Optional[float], top: int = 10):
+    """Plotly waterfall: base risk, the `top` biggest contributions, the rest, the patient's risk."""
+    base = float(base_risk) if base_risk is not None and not pd.isna(base_risk) else 0.0
+    shown, rest = contrib.head(top), contrib.iloc[top:]
+    labels = ["average patient"] + [r.text for r in shown.itertuples()]
+    values = [base] + shown["contribution"].tolist()
+    measures = ["absolute"] + ["relative"] * len(shown)
+    if len(rest):
+        labels.append(f"{len(rest)} other factors")
+        values.append(float(rest["contribution"].sum()))
+        measures.append("relative")
+    labels.append("this patient")
+    values.append(0.0)
+    measures.append("total")
+    fig = go.Figure(go.Waterfall(
+        orientation="h", y=labels, x=values, measure=measures,
+        increasing={"marker": {"color": RAISES}}, decreasing={"marker": {"color": LOWERS}},
+        totals={"marker": {"color": NEUTRAL}},
+        text=[f"{v:+.3f}" if m == "relative" else "" for v, m in zip(values, measures)], textposition="outside"))
+    fig.update_layout(title="What moved this patient's risk (orange raises it, blue lowers it)",
+                      yaxis={"autorange": "reversed"}, height=120 + 32 * len(labels),
+                      margin={"l": 10, "r": 10, "t": 50, "b": 10}, showlegend=False,
+                      xaxis_title="contribution to predicted risk")
+    return fig
+
+
+def risk_histogram_figure(histogram: pd.DataFrame, threshold: Optional[float]) -> go.Figure:
+    """Bars of scored discharges by predicted risk (bin_start, bin_end, count) and the call threshold."""
+    fig = go.Figure(go.Bar(x=(histogram["bin_start"] + histogram["bin_end"]) / 2 * 100, y=histogram["count"],
+                           width=100 / max(1, len(histogram)) * 0.9, marker_color=PALETTE[0], name="discharges"))
+    if threshold is not None and threshold == threshold:
+        fig.add_vline(x=threshold * 100, line_dash="dash", line_color=RAISES,
+                      annotation_text=f"threshold {threshold * 100:.1f}%")
+    fig.update_layout(title="Risk distribution of scored discharges", xaxis_title="predicted 30-day risk (%)",
+                      yaxis_title="discharges", height=340, margin={"t": 50, "b": 40}, template="plotly_white")
+    return fig
+
+
+def hospital_ratio_figure(benchmark: pd.DataFrame, latest: int, previous: Optional[int]) -> go.Figure:
+    """One hospital's excess readmission ratio per measure beside its state's and the nation's medians."""
+    now_column = f"ratio FY{latest}"
+    fig = go.Figure()
+    for column, name, colour, symbol in ((now_column, f"this hospital FY{latest}", PALETTE[0], "circle"),
+                                         ("state median", "state median", PALETTE[1], "diamond"),
+                                         ("national median", "national median", PALETTE[2], "square")):
+        fig.add_scatter(x=benchmark[column], y=benchmark["measure_label"], mode="markers", name=name,
+                        marker={"color": colour, "symbol": symbol, "size": 13})
+    if previous:
+        fig.add_scatter(x=benchmark[f"ratio FY{previous}"], y=benchmark["measure_label"], mode="markers",
+                        name=f"this hospital FY{previous}",
+                        marker={"color": PALETTE[0], "symbol": "circle-open", "size": 13})
+    fig.add_vline(x=1.0, line_dash="dash", line_color=NEUTRAL, annotation_text="1.0 = as expected")
+    fig.update_layout(title="Excess readmission ratio by measure", xaxis_title="excess readmission ratio",
+                      height=420, template="plotly_white")
+    return fig

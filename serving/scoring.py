@@ -12,12 +12,10 @@ Steps, identical for every caller:
    (outside `core.schema` bounds) get no risk and name the problem;
 3. encoding with the model's fitted preprocessing (`core.encoding.encode`: unknown categories as in
    training), one forward pass, calibration, tier and percentile from the predictor;
-4. optionally explanations (`core.explain.TokenExplainer`) and plain-language reasons (`core.reasons`).
+4. optionally explanations (`models.explain.TokenExplainer`) and plain-language reasons (`core.reasons`).
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import threading
@@ -29,24 +27,33 @@ import numpy as np
 import pandas as pd
 
 from core import reasons as reason_text
+from core.config import get_settings
 from core.encoding import EncodedBatch, encode
 from core.errors import RowError, UserError
-from core.explain import (BACKGROUND_FILE, FIELD_GROUPS, GROUP_NAMES, Background, ExplainerUnavailable,
-                          TokenExplainer, fallback_background, load_background, sampled_shapley, top_groups)
 from core.features import build_features
-from core.schema import AGE_BANDS, COLUMNS, ENCOUNTER_FIELDS, FIELDS_BY_NAME, INELIGIBLE_DISPOSITIONS
+from core.intake import canonical_frame, impossible_values, read_input_file, to_canonical_rows, warehouse_history
+from models.explain import (
+    BACKGROUND_FILE,
+    FIELD_GROUPS,
+    GROUP_NAMES,
+    Background,
+    ExplainerUnavailable,
+    TokenExplainer,
+    fallback_background,
+    load_background,
+    sampled_shapley,
+    top_groups,
+)
+from models.inference import ReadmitPredictor
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("diabetes130", "discharges")
 EXPLAIN_METHODS = ("gradient", "shapley")
 PREDICTION_COLUMNS = ("encounter_id", "patient_id", "risk", "risk_tier", "risk_percentile", "reason_1", "reason_2",
                       "reason_3", "attributions", "base_risk", "model_version", "eligible", "ineligible_reason",
                       "problem")
 INELIGIBLE_WORDS = {"died": "Not scored: the patient died during the stay",
                     "hospice": "Not scored: discharged to hospice"}
-SCORE_CHUNK = 4096
-_MAX_ROW_ERRORS = 10 ** 9
 
 
 @dataclass(frozen=True)
@@ -69,13 +76,11 @@ class ScoringService:
     def load(cls, model_dir: str | Path, explain: bool = True, threads: Optional[int] = None,
              **options: Any) -> "ScoringService":
         """Load a model folder through `models.inference.ReadmitPredictor`."""
-        from core.config import get_settings
         threads = threads or get_settings().torch_threads
         folder = Path(model_dir)
         if not (folder / "config.json").exists():
             raise UserError(f"no model in {folder} (config.json missing): train one with `readmit train` "
                             "or pass --model DIR")
-        from models.inference import ReadmitPredictor
         predictor = ReadmitPredictor.load(folder, threads=threads)
         return cls.from_predictor(predictor, model_dir=str(folder), explain=explain, **options)
 
@@ -138,8 +143,8 @@ class ScoringService:
     # --- encounters -----------------------------------------------------------------------
     def features_for(self, encounters: pd.DataFrame, warehouse: Optional[str] = None) -> pd.DataFrame:
         """Feature rows of the input encounters (input order), history from the input and the warehouse."""
-        frame = _canonical_frame(encounters)
-        history = _warehouse_history(warehouse, frame) if warehouse else None
+        frame = canonical_frame(encounters)
+        history = warehouse_history(warehouse, frame) if warehouse else None
         combined = frame if history is None or history.empty else pd.concat([history, frame], ignore_index=True)
         features = build_features(combined)
         features = features.drop_duplicates("encounter_id", keep="last").set_index("encounter_id", drop=False)
@@ -152,7 +157,7 @@ class ScoringService:
 
         `method` overrides the service's explanation method for this call ("gradient" or "shapley").
         """
-        frame = _canonical_frame(encounters)
+        frame = canonical_frame(encounters)
         n = len(frame)
         out = pd.DataFrame({"encounter_id": frame["encounter_id"].astype(str).to_numpy(),
                             "patient_id": frame["patient_id"].astype(str).to_numpy()})
@@ -298,188 +303,3 @@ def _typed_predictions(out: pd.DataFrame) -> pd.DataFrame:
         out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")
     out["eligible"] = out["eligible"].astype("boolean")
     return out
-
-
-def _canonical_frame(encounters: pd.DataFrame) -> pd.DataFrame:
-    """A copy with every canonical column (absent optional ones null), unique encounter ids, and the
-    eligibility derived from the disposition when the caller did not supply it."""
-    missing_required = [f.name for f in ENCOUNTER_FIELDS if f.required and f.name not in encounters.columns]
-    if missing_required:
-        raise UserError(f"encounters lack required columns: {', '.join(missing_required)}")
-    frame = encounters.reset_index(drop=True).copy()
-    for name in COLUMNS:
-        if name not in frame.columns:
-            frame[name] = None
-    frame["encounter_id"] = frame["encounter_id"].astype(str)
-    frame["patient_id"] = frame["patient_id"].astype(str)
-    duplicated = frame["encounter_id"].duplicated()
-    if duplicated.any():
-        raise UserError(f"encounter id {frame['encounter_id'][duplicated].iloc[0]} appears more than once")
-    if frame["source"].isna().all():
-        frame["source"] = "discharges"
-    reason = frame["discharge_disposition"].map(INELIGIBLE_DISPOSITIONS)
-    derived_eligible = reason.isna()
-    frame["eligible"] = frame["eligible"].where(frame["eligible"].notna(), derived_eligible).astype(bool)
-    frame["eligible"] = frame["eligible"] & derived_eligible
-    frame["ineligible_reason"] = frame["ineligible_reason"].where(frame["ineligible_reason"].notna(), reason)
-    frame["ineligible_reason"] = frame["ineligible_reason"].astype(object).where(~frame["eligible"], None)
-    frame["readmitted_30d"] = frame["readmitted_30d"].astype(object).where(frame["eligible"], None)
-    return frame
-
-
-def impossible_values(frame: pd.DataFrame) -> list[Optional[str]]:
-    """Per row, a description of values outside the schema's plausible bounds (None when all fine)."""
-    problems: list[list[str]] = [[] for _ in range(len(frame))]
-    for f in ENCOUNTER_FIELDS:
-        if f.bounds is None or f.name not in frame.columns or f.name == "icd_version":
-            continue
-        values = pd.to_numeric(frame[f.name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        low, high = f.bounds
-        for i in np.flatnonzero((values < low) | (values > high)):
-            problems[i].append(f"{f.name} {values[i]:g} is outside the plausible range {low:g} to {high:g}")
-    return ["; ".join(p) if p else None for p in problems]
-
-
-def _warehouse_history(root: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """The input patients' other encounters from the warehouse (never the input's own encounters)."""
-    from core.warehouse import Warehouse, WarehouseError
-    warehouse = Warehouse(str(root))
-    if not warehouse.has_table("encounters"):
-        raise UserError(f"warehouse {root} has no 'encounters' table: run `readmit etl` first")
-    patients = sorted(set(frame["patient_id"].astype(str)))
-    try:
-        history = warehouse.query(
-            "SELECT * FROM encounters WHERE CAST(patient_id AS VARCHAR) IN (SELECT UNNEST(?::VARCHAR[])) "
-            "AND CAST(encounter_id AS VARCHAR) NOT IN (SELECT UNNEST(?::VARCHAR[]))",
-            [patients, frame["encounter_id"].astype(str).tolist()])
-    except WarehouseError as error:
-        raise UserError(str(error)) from error
-    return from_warehouse_frame(history)
-
-
-def from_warehouse_frame(table: pd.DataFrame) -> pd.DataFrame:
-    """DuckDB's pandas output to canonical python values (lists, None for nulls)."""
-    out = table.copy()
-    for name in COLUMNS:
-        if name not in out.columns:
-            out[name] = None
-    for name in ("diagnoses", "medication_changes"):
-        out[name] = [None if v is None or (isinstance(v, float) and np.isnan(v)) else list(v) for v in out[name]]
-    for f in ENCOUNTER_FIELDS:
-        if f.kind in ("string", "bool") and out[f.name].dtype != object:
-            out[f.name] = out[f.name].astype(object)
-        if f.kind in ("string", "bool"):
-            out[f.name] = out[f.name].where(out[f.name].notna(), None)
-    return out[list(COLUMNS)]
-
-
-# --- reading files ---------------------------------------------------------------------------
-
-def read_input_file(path: str | Path, fmt: Optional[str] = None) -> tuple[pd.DataFrame, str]:
-    """Read a CSV with every cell as text and decide its format; refuse unusable files with one line."""
-    path = Path(path)
-    if fmt is not None and fmt not in FORMATS:
-        raise UserError(f"unknown format {fmt!r}: choose {' or '.join(FORMATS)}")
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
-    if path.is_dir():
-        raise UserError(f"{path} is a folder, not a CSV file")
-    data = path.read_bytes()
-    if not data.strip():
-        raise UserError(f"{path} is empty")
-    if b"\x00" in data[:65536]:
-        raise UserError(f"{path} is not a CSV text file (it contains binary data)")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[:error.start].count(b"\n") + 1
-        raise UserError(f"{path} is not UTF-8 text (first bad byte on line {line}); save it as UTF-8 CSV") from None
-    try:
-        raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False,
-                          skip_blank_lines=True, quoting=csv.QUOTE_MINIMAL)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else "unreadable"
-        raise UserError(f"{path} is not a valid CSV file ({first})") from None
-    raw.columns = [str(c).strip() for c in raw.columns]
-    if len(raw.columns) < 2:
-        raise UserError(f"{path} does not look like a CSV file: its header has {len(raw.columns)} column")
-    detected = fmt or detect_format(raw.columns)
-    if detected is None:
-        shown = ", ".join(list(raw.columns)[:6]) + (", ..." if len(raw.columns) > 6 else "")
-        raise UserError(f"{path}: unrecognised header ({shown}); expected the Diabetes 130 columns "
-                        "(encounter_id, patient_nbr, ..., readmitted) or the discharges template "
-                        "(`readmit template`)")
-    if raw.empty:
-        raise UserError(f"{path} has a header but no data rows")
-    return raw, detected
-
-
-def detect_format(columns: Sequence[str]) -> Optional[str]:
-    from core.sources import diabetes130
-    if diabetes130.header_matches(columns):
-        return "diabetes130"
-    required = {f.name for f in ENCOUNTER_FIELDS if f.required}
-    if required.issubset(set(columns)):
-        return "discharges"
-    return None
-
-
-def to_canonical_rows(raw: pd.DataFrame, fmt: str) -> tuple[pd.DataFrame, list[RowError]]:
-    """Validated raw text rows -> canonical encounters of the valid rows, plus every row error."""
-    if fmt == "diabetes130":
-        return _diabetes_rows(raw)
-    try:
-        from core.sources.discharges import parse_discharges
-    except ModuleNotFoundError as missing:
-        if missing.name != "core.sources.discharges":
-            raise
-        raise UserError("the discharges template reader (core.sources.discharges) is not installed") from None
-    canonical, errors = parse_discharges(raw)
-    return canonical.reset_index(drop=True), list(errors)
-
-
-_DIABETES_BOUNDS = {"time_in_hospital": "length_of_stay_days", "num_lab_procedures": "num_lab_procedures",
-                    "num_procedures": "num_procedures", "num_medications": "num_medications",
-                    "number_outpatient": "prior_outpatient_visits", "number_emergency": "prior_emergency_visits",
-                    "number_inpatient": "prior_inpatient_visits", "number_diagnoses": "number_diagnoses"}
-
-
-def diabetes_rules():
-    """Validation rules of the Diabetes 130 raw columns (bounds from the canonical schema)."""
-    from core.sources import diabetes130
-    from core.validation import ColumnRule
-    rules = [ColumnRule("encounter_id", "string", required=True), ColumnRule("patient_nbr", "string", required=True)]
-    rules += [ColumnRule(name, "int", bounds=FIELDS_BY_NAME[_DIABETES_BOUNDS[name]].bounds)
-              for name in diabetes130.INTEGER_COLUMNS]
-    # Values the mapping would otherwise pass on as a category nobody has seen: an age band outside
-    # [0-10) .. [90-100), a sex other than the file's three codes.
-    rules += [ColumnRule("age", allowed=AGE_BANDS), ColumnRule("gender", allowed=("Female", "Male", "Unknown/Invalid"))]
-    rules += [ColumnRule(name) for name in diabetes130.REQUIRED_COLUMNS
-              if name not in {r.name for r in rules}]
-    return tuple(rules)
-
-
-def _diabetes_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[RowError]]:
-    from core.sources import diabetes130
-    from core.validation import check_header, validate_frame
-    rules = diabetes_rules()
-    header_rules = [r for r in rules if r.name in diabetes130.REQUIRED_COLUMNS]
-    missing = check_header(list(raw.columns), [type(r)(r.name, r.kind, True) for r in header_rules])
-    if missing:
-        raise UserError("the Diabetes 130 file lacks columns: " + ", ".join(e.column for e in missing))
-    errors = validate_frame(raw, rules, missing_tokens=(diabetes130.MISSING_TOKEN, ""), max_errors=_MAX_ROW_ERRORS)
-    ids = raw["encounter_id"].astype(str).str.strip()
-    duplicated = ids.duplicated() & (ids != "")
-    errors += [RowError(int(i) + 1, "encounter_id", f"encounter id {ids[i]} appears earlier in the file")
-               for i in np.flatnonzero(duplicated.to_numpy())]
-    errors.sort(key=lambda e: (e.row or 0, e.column or ""))
-    bad_rows = {e.row for e in errors if e.row}
-    keep = np.array([(i + 1) not in bad_rows for i in range(len(raw))])
-    canonical = diabetes130.to_canonical(raw.loc[keep]) if keep.any() else pd.DataFrame(columns=list(COLUMNS))
-    return canonical.reset_index(drop=True), errors
-
-
-def errors_frame(errors: Sequence[RowError]) -> pd.DataFrame:
-    """Errors as a table: row, column, problem."""
-    return pd.DataFrame({"row": pd.array([e.row for e in errors], dtype="Int64"),
-                         "column": [e.column for e in errors], "problem": [e.problem for e in errors]})
