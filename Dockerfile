@@ -32,10 +32,11 @@ RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin readmit
 WORKDIR /home/readmit/app
 
 # torch first and on its own, from the PyTorch CPU index: a plain `pip install torch` pulls the
-# multi-GB CUDA build. Then the pinned runtime requirements (torch already satisfied).
-COPY requirements.txt ./
+# multi-GB CUDA build. Then the pinned runtime requirements under the same constraints as the tested
+# venv (constraints.txt pins every transitive package, torch included), so the image cannot drift.
+COPY requirements.txt constraints.txt ./
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
- && pip install -r requirements.txt
+ && pip install -r requirements.txt -c constraints.txt
 
 # Application code, the shipped model (models/champion) and the Streamlit settings.
 COPY --chown=readmit:readmit app.py ./
@@ -43,6 +44,7 @@ COPY --chown=readmit:readmit .streamlit ./.streamlit
 COPY --chown=readmit:readmit core ./core
 COPY --chown=readmit:readmit etl ./etl
 COPY --chown=readmit:readmit models ./models
+COPY --chown=readmit:readmit serving ./serving
 COPY --chown=readmit:readmit api ./api
 COPY --chown=readmit:readmit cli ./cli
 COPY --chown=readmit:readmit ui ./ui

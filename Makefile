@@ -11,7 +11,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export OMP_NUM_THREADS ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test bench system-packages space clean
+.PHONY: run test lint bench system-packages space clean
 
 system-packages:
 	@command -v java >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q openjdk-17-jre-headless; }
@@ -37,7 +37,12 @@ CMS_INPUT ?= $(wildcard ../shared/data/cms_hrrp)
 run: $(RUNTIME_STAMP)
 	$(VENV)/bin/readmit demo $(if $(CMS_INPUT),--cms-input $(CMS_INPUT))
 
-test: $(DEV_STAMP)
+# Lint first: ruff (pyflakes, pycodestyle errors, isort, bugbear, imports at top) and the layer contracts.
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+test: lint
 	$(VENV)/bin/python -m pytest
 
 # Benchmarks (LightGBM is installed for the benchmark only).

@@ -25,10 +25,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from core.schema import EncounterIn
 
-from core.schema import EncounterIn  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
+
 
 EXAMPLE = EncounterIn.model_config["json_schema_extra"]["examples"][0]
 AIMS = {"p50_ms": 15, "p99_ms": 50, "errors": 0, "batch_1000_s": 1.0}

@@ -37,7 +37,6 @@ from etl import pipeline
 from etl.spark import get_spark
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 DUCKDB_FEATURES = """
 COPY (
@@ -87,7 +86,6 @@ COPY (
 
 def make_input(rows: int, seed: int, folder: Path) -> Path:
     """Synthetic canonical encounters as Parquet, with a row order column (not timed)."""
-
 
     path = folder / f"synthetic_{rows}.parquet"
     schema = arrow_schema().append(pa.field("_row", pa.int64()))

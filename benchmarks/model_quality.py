@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,21 +29,22 @@ from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
+import numpy as np
+import pandas as pd
 import torch
 
+from core import (
+    metric_report,
+    metrics,
+)
+from core.features import CATEGORICAL_NAMES, CODE_CHAPTERS, NUMERIC_NAMES
+from core.warehouse import Warehouse
 from models.data import read_split
 from models.evaluate import load_predictor, transformer_risk
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
-from core import metrics  # noqa: E402
-from core.features import CATEGORICAL_NAMES, CODE_CHAPTERS, NUMERIC_NAMES  # noqa: E402
-from core.warehouse import Warehouse  # noqa: E402
 
 EXCLUDED_DISPOSITIONS = {"11", "13", "14", "19", "20", "21"}
 DEFAULT_CSV = REPO_ROOT.parent / "shared" / "data" / "diabetes130" / "diabetic_data_dev.csv"
@@ -89,7 +89,8 @@ def tune_lightgbm(splits: dict[str, pd.DataFrame], budget_s: float, seed: int, t
             "subsample": 0.8, "subsample_freq": 1, "reg_lambda": 1.0, "min_data_per_group": 100,
             "cat_smooth": 30.0, "cat_l2": 10.0, "max_cat_to_onehot": 4}
         t0 = time.time()
-        model = lgb.LGBMClassifier(n_estimators=3000, objective="binary", metric="auc", random_state=seed, n_jobs=threads,
+        model = lgb.LGBMClassifier(n_estimators=3000, objective="binary", metric="auc", random_state=seed,
+                                   n_jobs=threads,
                                    verbose=-1, **params)
         model.fit(x_train, y_train, eval_X=(x_val,), eval_y=(y_val,),
                   callbacks=[lgb.early_stopping(100, verbose=False)])
@@ -112,8 +113,8 @@ def _labels(frame: pd.DataFrame) -> np.ndarray:
 
 
 def summary(y, p, patients, n_boot: int, seed: int) -> dict[str, Any]:
-    out = metrics.overall_metrics(y, p)
-    out["auroc_ci"] = metrics.auroc_interval(y, p, patients, n_boot, seed)
+    out = metric_report.overall_metrics(y, p)
+    out["auroc_ci"] = metric_report.auroc_interval(y, p, patients, n_boot, seed)
     return out
 
 
@@ -204,7 +205,7 @@ def main(argv=None) -> int:
         tuned = tune_lightgbm(splits, args.budget_s, args.seed, args.threads)
         p_lgbm = tuned["model"].predict_proba(lgbm_frame(test, tuned["categories"]))[:, 1]
         rows["lightgbm_tuned"] = summary(y, p_lgbm, patients, args.n_boot, args.seed)
-        diff = metrics.auroc_difference(y, p_transformer, p_lgbm, patients, args.n_boot, args.seed)
+        diff = metric_report.auroc_difference(y, p_transformer, p_lgbm, patients, args.n_boot, args.seed)
         report["lightgbm"] = {"params": tuned["params"], "validation_auroc": tuned["validation_auroc"],
                               "trials": len(tuned["trials"]), "trial_log": tuned["trials"]}
         report["difference_transformer_minus_lightgbm"] = diff
@@ -233,7 +234,7 @@ def main(argv=None) -> int:
                 print(f"  scorer vs warehouse risk on {independent['parity']['compared']} shared encounters: "
                       f"max |difference| {independent['parity']['max_abs_difference']:.2e}")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(metrics._clean(report), indent=1))
+        Path(args.json_out).write_text(json.dumps(metrics.json_safe(report), indent=1))
         print(f"\nwrote {args.json_out}")
     return 0
 

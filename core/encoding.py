@@ -112,7 +112,7 @@ def _lookups(prep: Preprocessing) -> dict[str, Any]:
     for name in CATEGORICAL_NAMES:
         labels = prep.categorical[name]
         categorical[name] = ({label: i for i, label in enumerate(labels)},
-                             {l for l in labels if l not in (MISSING_LEVEL, OTHER_LEVEL)}, len(labels))
+                             {label for label in labels if label not in (MISSING_LEVEL, OTHER_LEVEL)}, len(labels))
     codes = [{label: i + CODE_OFFSET for i, label in enumerate(prep.codes[key])}
              for key in ("code_labels", "category_labels", "chapter_labels")]
     numeric = []
@@ -142,7 +142,7 @@ def categorical_indices(features: pd.DataFrame, prep: Preprocessing) -> np.ndarr
                 dtype=np.int64, count=len(values)))
         else:
             collapsed = collapse_levels(values, kept)
-            columns.append(collapsed.map(lambda level: lookup.get(level, unseen)).to_numpy(dtype=np.int64))
+            columns.append(collapsed.map(lookup).fillna(unseen).to_numpy(dtype=np.int64))
     return np.stack(columns, axis=1) if columns else np.zeros((len(features), 0), dtype=np.int64)
 
 

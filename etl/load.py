@@ -2,19 +2,20 @@
 
 A run never touches the files the current pointer names. If it dies (SIGKILL included) anywhere
 before the pointer switch, readers keep seeing the previous warehouse, whole; a half-written
-version folder is just an orphan that `prune_versions` later removes.
+version folder has no `_manifest.json` (written last, atomically), so it is incomplete, and
+`prune_versions` removes it once no run holds the writer lock (`core.warehouse.writing`).
 
-Local roots use `core.warehouse.write_pointer` (temp file + fsync + `os.replace`). For `hdfs://`
-and `s3a://` roots the same steps go through Hadoop's FileSystem API (`spark._jvm`): on HDFS the
-final rename is atomic; on S3 a rename is a copy, so a reader may briefly see the old pointer,
-never a partial one (the object is replaced whole). The remote path is not tested here (no
-cluster storage on this machine).
+Local roots use `core.warehouse` (temp file + fsync + `os.replace`). For `hdfs://` and `s3a://`
+roots the same steps go through Hadoop's FileSystem API (`spark._jvm`): on HDFS the final rename
+is atomic; on S3 a rename is a copy, so a reader may briefly see the old file, never a partial one
+(the object is replaced whole). Remote roots have no writer lock, so clean-up there removes old
+complete versions only, never leftovers. The remote path is not tested here (no cluster storage on
+this machine).
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -23,24 +24,24 @@ from pyspark.sql import DataFrame, SparkSession
 
 from core.encoding import PREPROCESSING_FILE, Preprocessing
 from core.warehouse import (
+    KEEP_VERSIONS,
+    MANIFEST_FILE,
     POINTER_FILE,
+    Storage,
     is_remote,
     local_path,
+    new_version,
+    prune,
     read_pointer,
+    switch_tables,
     table_version_path,
     update_pointer,
-    write_pointer,
+    write_text_atomic,
 )
+from core.warehouse import prune_versions as prune_local_versions
 from etl.encoding_fit import PIPELINE_DIR
 
-MANIFEST_FILE = "_manifest.json"
-KEEP_VERSIONS = 3
 ROWS_PER_FILE = 1_000_000
-
-
-def new_version(now: Optional[dt.datetime] = None) -> str:
-    """A sortable version name: the UTC start time of the run, to the microsecond."""
-    return (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 # --- files: local or through Hadoop's FileSystem ---------------------------------------------------
@@ -52,17 +53,21 @@ def _hadoop(spark: SparkSession, uri: str):
 
 
 def write_text(spark: SparkSession, uri: str, text: str) -> None:
+    """Write a file whole or not at all: a dot-prefixed temp file beside it, renamed over it."""
     if not is_remote(uri):
-        path = local_path(uri)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        write_text_atomic(local_path(uri), text)
         return
-    fs, path = _hadoop(spark, uri)
-    stream = fs.create(path, True)
+    folder, name = uri.rstrip("/").rsplit("/", 1)
+    fs, temp = _hadoop(spark, f"{folder}/.{name}.{new_version()}")
+    stream = fs.create(temp, True)
     try:
         stream.write(bytearray(text.encode("utf-8")))
     finally:
         stream.close()
+    _, final = _hadoop(spark, uri)
+    fs.delete(final, False)
+    if not fs.rename(temp, final):
+        raise OSError(f"could not write {uri}")
 
 
 def _read_remote_text(spark: SparkSession, uri: str) -> Optional[str]:
@@ -79,37 +84,23 @@ def current_pointer(spark: SparkSession, root: str) -> dict[str, Any]:
     return json.loads(text) if text else {"tables": {}}
 
 
-def switch_pointer(spark: SparkSession, root: str, pointer: dict[str, Any]) -> None:
-    """Replace CURRENT.json atomically (local: os.replace; remote: Hadoop rename of a temp file)."""
-    if not is_remote(root):
-        write_pointer(root, pointer)
-        return
-    final = f"{root.rstrip('/')}/{POINTER_FILE}"
-    temp = f"{root.rstrip('/')}/.{POINTER_FILE}.{new_version()}"
-    write_text(spark, temp, json.dumps(pointer, indent=2, sort_keys=True))
-    fs, final_path = _hadoop(spark, final)
-    _, temp_path = _hadoop(spark, temp)
-    fs.delete(final_path, False)
-    if not fs.rename(temp_path, final_path):
-        raise OSError(f"could not switch {final}")
+def _remote_storage(spark: SparkSession) -> Storage:
+    """Clean-up's file operations through Hadoop's FileSystem."""
+    def list_dirs(uri: str) -> list[str]:
+        fs, path = _hadoop(spark, uri)
+        if not fs.exists(path):
+            return []
+        return sorted(status.getPath().getName() for status in fs.listStatus(path) if status.isDirectory())
 
+    def exists(uri: str) -> bool:
+        fs, path = _hadoop(spark, uri)
+        return bool(fs.exists(path))
 
-def _list_versions(spark: SparkSession, folder: str) -> list[str]:
-    if not is_remote(folder):
-        local = local_path(folder)
-        return sorted(p.name for p in local.iterdir() if p.is_dir()) if local.exists() else []
-    fs, path = _hadoop(spark, folder)
-    if not fs.exists(path):
-        return []
-    return sorted(status.getPath().getName() for status in fs.listStatus(path) if status.isDirectory())
+    def delete(uri: str) -> None:
+        fs, path = _hadoop(spark, uri)
+        fs.delete(path, True)
 
-
-def _delete(spark: SparkSession, uri: str) -> None:
-    if not is_remote(uri):
-        shutil.rmtree(local_path(uri), ignore_errors=True)
-        return
-    fs, path = _hadoop(spark, uri)
-    fs.delete(path, True)
+    return Storage(list_dirs, exists, delete)
 
 
 # --- tables -----------------------------------------------------------------------------------------
@@ -127,19 +118,21 @@ def write_table(df: DataFrame, root: str, table: str, version: str, sort_columns
 
 
 def save_preprocessing(spark: SparkSession, root: str, version: str, prep: Preprocessing,
-                       model: PipelineModel) -> str:
-    """preprocessing/<version>/preprocessing.json and pipeline_model/."""
+                       model: PipelineModel, manifest: dict[str, Any]) -> str:
+    """preprocessing/<version>/preprocessing.json and pipeline_model/, then its manifest (last)."""
     folder = f"{str(root).rstrip('/')}/preprocessing/{version}"
     write_text(spark, f"{folder}/{PREPROCESSING_FILE}", json.dumps(prep.to_dict(), indent=1, sort_keys=True))
     model.write().save(f"{folder}/{PIPELINE_DIR}")
+    write_text(spark, f"{folder}/{MANIFEST_FILE}", json.dumps(manifest, indent=2, sort_keys=True, default=str))
     return folder
 
 
 def publish(spark: SparkSession, root: str, tables: dict[str, str], preprocessing: Optional[str] = None,
             run: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """Point CURRENT.json at the new versions, keeping the other tables' pointers as they were."""
+    """Point CURRENT.json at the new versions, keeping the other tables' pointers as they were; a new
+    `encounters` version drops the `predictions` scored on the old one (`core.warehouse.switch_tables`)."""
     def change(pointer: dict[str, Any]) -> None:
-        pointer.setdefault("tables", {}).update(tables)
+        switch_tables(pointer, tables)
         if preprocessing:
             pointer["preprocessing"] = preprocessing
         pointer["updated_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
@@ -150,26 +143,17 @@ def publish(spark: SparkSession, root: str, tables: dict[str, str], preprocessin
         return update_pointer(root, change)
     pointer = current_pointer(spark, root)
     change(pointer)
-    switch_pointer(spark, root, pointer)
+    write_text(spark, f"{root.rstrip('/')}/{POINTER_FILE}", json.dumps(pointer, indent=2, sort_keys=True))
     return pointer
 
 
 def prune_versions(spark: SparkSession, root: str, keep: int = KEEP_VERSIONS) -> list[str]:
-    """Delete all but the newest `keep` versions of each table and of the preprocessing state,
-    never one the pointer names. Returns what was deleted."""
-    pointer = current_pointer(spark, root)
-    base = str(root).rstrip("/")
-    folders = {f"{base}/tables/{table}": pointer.get("tables", {}).get(table)
-               for table in _list_versions(spark, f"{base}/tables")}
-    folders[f"{base}/preprocessing"] = pointer.get("preprocessing")
-    deleted = []
-    for folder, current in folders.items():
-        versions = _list_versions(spark, folder)
-        for version in versions[:-keep] if len(versions) > keep else []:
-            if version != current:
-                _delete(spark, f"{folder}/{version}")
-                deleted.append(f"{folder}/{version}")
-    return deleted
+    """Clean up every table and the preprocessing states by `core.warehouse.versions_to_delete`.
+
+    Call it after the run's `writing` block. Returns the folders deleted."""
+    if not is_remote(root):
+        return prune_local_versions(root, keep)
+    return prune(root, current_pointer(spark, root), _remote_storage(spark), writers_idle=False, keep=keep)
 
 
 def ensure_root(root: str) -> None:

@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from core.errors import UserError
 from core.features import FEATURE_SPEC_VERSION
 from core.schema import SCHEMA_VERSION
-from core.warehouse import table_version_path
+from core.warehouse import new_version, table_version_path, writing
 from etl import load
 from etl.encoding_fit import fit_encoding
 from etl.spark import get_spark
@@ -117,11 +117,13 @@ def run_etl(options: EtlOptions, spark: Optional[SparkSession] = None) -> dict[s
     adapter(options.source)  # unknown source: fail before starting Spark
     spark = spark or get_spark(options.master, options.driver_memory)
     load.ensure_root(options.warehouse)
-    version = load.new_version()
+    version = new_version()
     manifest = _base_manifest(spark, options, version)
-    if options.source == "cms-hrrp":
-        return _load_hospitals(spark, options, version, manifest)
-    return _load_encounters(spark, options, version, manifest)
+    load_tables = _load_hospitals if options.source == "cms-hrrp" else _load_encounters
+    with writing(options.warehouse):
+        summary = load_tables(spark, options, version, manifest)
+    load.prune_versions(spark, options.warehouse)  # outside `writing`: this run's lock would count as a writer
+    return summary
 
 
 def _load_hospitals(spark: SparkSession, options: EtlOptions, version: str, manifest: dict) -> dict[str, Any]:
@@ -134,7 +136,6 @@ def _load_hospitals(spark: SparkSession, options: EtlOptions, version: str, mani
         load.write_table(hospitals, options.warehouse, "hospitals", version, HOSPITAL_ORDER, rows,
                          {**manifest, "table": "hospitals", "rows": rows}, spark)
         load.publish(spark, options.warehouse, {"hospitals": version})
-        load.prune_versions(spark, options.warehouse)
     finally:
         hospitals.unpersist()
     return {**manifest, "tables": {"hospitals": rows}}
@@ -198,11 +199,13 @@ def _load_encounters(spark: SparkSession, options: EtlOptions, version: str, man
         load.write_table(encounters, options.warehouse, "encounters", version, ["encounter_id"], n_encounters,
                          {**run, "table": "encounters", "rows": n_encounters}, spark)
         load.write_table(features, options.warehouse, "features", version, ["encounter_id"], n_features,
-                         {**run, "table": "features", "rows": n_features}, spark)
-        load.save_preprocessing(spark, options.warehouse, version, prep, model)
+                         {**run, "table": "features", "rows": n_features, "encounters_version": version,
+                          "preprocessing_version": version}, spark)
+        load.save_preprocessing(spark, options.warehouse, version, prep, model,
+                                {**run, "kind": "preprocessing",
+                                 "fitted_on": {"table": "features", "version": version, "split": SPLITS[0]}})
         load.publish(spark, options.warehouse, {"encounters": version, "features": version}, preprocessing=version,
                      run={"version": version, "source": options.source})
-        load.prune_versions(spark, options.warehouse)
         log.info("ETL %s: %d encounters, %d feature rows -> %s", options.source, n_encounters, n_features,
                  table_version_path(options.warehouse, "features", version))
         return {**run, "tables": {"encounters": n_encounters, "features": n_features}}

@@ -15,10 +15,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.isotonic import IsotonicRegression
 
 from core import metrics
 from models.manifest import ModelFolderError, read_json, sealed_update
@@ -69,7 +71,7 @@ def _non_decreasing(values: Any, name: str) -> list[float]:
     if not isinstance(values, list) or not values:
         raise ValueError(f"{name} must be a non-empty list of numbers")
     numbers = [_finite(v, f"{name}[{i}]") for i, v in enumerate(values)]
-    if any(b < a for a, b in zip(numbers, numbers[1:])):
+    if any(b < a for a, b in pairwise(numbers)):
         raise ValueError(f"{name} must be non-decreasing")
     return numbers
 
@@ -115,7 +117,6 @@ class Calibrator:
                 a = 1e-3
             return cls("platt", {"a": a, "b": b})
         if method == "isotonic":
-            from sklearn.isotonic import IsotonicRegression
             iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip").fit(raw, y)
             return cls("isotonic", {"x": [float(v) for v in iso.X_thresholds_],
                                     "y": [float(v) for v in iso.y_thresholds_]})

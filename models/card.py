@@ -238,8 +238,8 @@ def render_card(folder: str | Path) -> str:
     if reported:
         lines += ["", "Measured by `readmit train` (calibrated risk; choices used validation only, test only reported):",
                   "", "| split | AUROC | AUPRC | Brier | ECE |", "|---|---|---|---|---|"]
-        lines += [f"| {name} | {_num(m.get('auroc'))} | {_num(m.get('auprc'))} | {_num(m.get('brier'), 4)} | {_num(m.get('ece'), 4)} |"
-                  for name, m in reported.items() if isinstance(m, dict)]
+        lines += [f"| {name} | {_num(m.get('auroc'))} | {_num(m.get('auprc'))} | {_num(m.get('brier'), 4)} | "
+                  f"{_num(m.get('ece'), 4)} |" for name, m in reported.items() if isinstance(m, dict)]
     lines += ["", "Reference (../shared/EVALUATION.md, independent patients): LACE 0.577, logistic regression 0.670, "
               "tuned LightGBM 0.681 AUROC; published honest results on this dataset lie at 0.64-0.68.", ""]
     lines += ["## Subgroups", ""] + (_subgroup_lines(primary[1]) if primary else

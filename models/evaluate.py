@@ -28,7 +28,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import pandas as pd
 
-from core import metrics
+from core import metric_report, metrics
 from core.encoding import encode
 from core.errors import UserError
 from core.lace import LaceModel, lace_score
@@ -168,7 +168,7 @@ def evaluate(warehouse_root: str | Path, model_dir: str | Path, split: str = "te
     results = {}
     for name, p in probabilities.items():
         log.info("metrics for %s on %d rows", name, len(p))
-        results[name] = metrics.evaluate_predictions(y, p, patients, groups, thresholds[name], n_boot=n_boot, seed=seed)
+        results[name] = metric_report.evaluate_predictions(y, p, patients, groups, thresholds[name], n_boot=n_boot, seed=seed)
     rows = comparison_rows(results)
     report = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -181,7 +181,7 @@ def evaluate(warehouse_root: str | Path, model_dir: str | Path, split: str = "te
                      "thresholds": "chosen on the validation split; capacities flag the top k% of this split"},
         "comparison": rows,
         "models": results,
-        "model_info": metrics._clean(info),
+        "model_info": metrics.json_safe(info),
     }
     write_outputs(report, out_dir or model_dir)
     return report

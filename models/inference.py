@@ -13,14 +13,19 @@ and `predictor.calibrate` turn logits into the same risk `risk()` returns.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
+from safetensors import SafetensorError
+from transformers import AutoModelForSequenceClassification
 
 from core.encoding import PREPROCESSING_FILE, EncodedBatch, Preprocessing
 from core.errors import UserError
 from models.calibration import Calibrator
+from models.data import to_tensors
 from models.manifest import ModelFolderError, build_manifest, read_json, verify_manifest, version_label
 from models.runtime import set_torch_threads
 
@@ -31,7 +36,9 @@ WEIGHTS_FILE = "model.safetensors"
 
 
 def _few(keys: Any, shown: int = 3) -> str:
-    names = sorted(str(key) for key in keys)
+    """A short, sorted list of tensor names; a shape mismatch (name, file shape, model shape) as one name."""
+    names = sorted(f"{key[0]} {list(key[1])} in the file, {list(key[2])} in config.json" if isinstance(key, tuple)
+                   else str(key) for key in keys)
     return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
@@ -42,10 +49,6 @@ def load_weights_strictly(folder: Path):
     random, so a renamed tensor or one more layer in the config would give a random model; here any
     missing, unexpected or reshaped tensor is an error.
     """
-    from safetensors import SafetensorError
-    from transformers import AutoModelForSequenceClassification
-
-    import models  # noqa: F401  (registers the Auto classes)
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(
             str(folder), output_loading_info=True, ignore_mismatched_sizes=True)  # reported below, by name
@@ -100,7 +103,7 @@ def _check_capacity(capacity: Any) -> None:
             raise ValueError(f"capacity top_percent must be in (0, 100], got {percent!r}")
         points.append((float(percent), _probability(c.get("risk_cutoff"), f"top {percent:g}% risk_cutoff")))
     points.sort()
-    for (share, cut), (larger, larger_cut) in zip(points, points[1:]):
+    for (share, cut), (larger, larger_cut) in pairwise(points):
         if larger_cut > cut:
             raise ValueError(f"capacity cut-offs must not increase with the share flagged: top {larger:g}% "
                              f"({larger_cut:g}) is above top {share:g}% ({cut:g})")
@@ -116,7 +119,7 @@ def _check_quantiles(quantiles: Any) -> None:
         raise ValueError("risk_quantiles must have equally long lists of at least 2 probabilities and values")
     p = [_probability(v, f"risk_quantiles probabilities[{i}]") for i, v in enumerate(probabilities)]
     v = [_probability(x, f"risk_quantiles values[{i}]") for i, x in enumerate(values)]
-    if any(b <= a for a, b in zip(p, p[1:])) or any(b < a for a, b in zip(v, v[1:])):
+    if any(b <= a for a, b in pairwise(p)) or any(b < a for a, b in pairwise(v)):
         raise ValueError("risk_quantiles must increase (probabilities strictly, values non-decreasing)")
 
 
@@ -174,9 +177,10 @@ class ReadmitPredictor:
         set_torch_threads(threads)
         model = load_weights_strictly(folder)
         preprocessing = read_preprocessing(folder)
-        if model.config.feature_spec_version and model.config.feature_spec_version != preprocessing.feature_spec_version:
-            raise UserError(f"{folder}: model built for feature spec {model.config.feature_spec_version}, "
-                            f"preprocessing is {preprocessing.feature_spec_version}")
+        spec = model.config.feature_spec_version
+        if spec and spec != preprocessing.feature_spec_version:
+            raise ModelFolderError(f"{folder / 'config.json'}: model built for feature spec {spec}, "
+                                   f"{PREPROCESSING_FILE} is {preprocessing.feature_spec_version}")
         thresholds = read_thresholds(folder)
         training = read_json(folder / TRAINING_FILE) if (folder / TRAINING_FILE).exists() else {}
         return cls(folder, model, model.config, preprocessing, Calibrator.load(folder), thresholds,
@@ -185,9 +189,7 @@ class ReadmitPredictor:
     # --- scores -----------------------------------------------------------------------------------
     def logits(self, batch: EncodedBatch, batch_size: int = SCORING_BATCH) -> np.ndarray:
         """Model logits [n, 2] (not readmitted, readmitted), batched, without gradients."""
-        import torch
 
-        from models.data import to_tensors
         parts = []
         with torch.inference_mode():
             for start in range(0, len(batch), batch_size):

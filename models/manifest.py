@@ -45,7 +45,7 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(Path(path).read_text())
     except json.JSONDecodeError as error:
-        raise ModelFolderError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}, "
+        raise ModelFolderError(f"{path}: not valid JSON ({error.msg}: line {error.lineno}, "
                                f"column {error.colno})") from error
     except (OSError, UnicodeDecodeError) as error:
         raise ModelFolderError(f"{path}: cannot be read ({error})") from error

@@ -28,11 +28,21 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+import torch
+import transformers
+from sklearn.metrics import precision_recall_curve
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
+import models  # noqa: F401  (registers the Auto classes)
 from core.errors import UserError
 from core.metrics import auroc, average_precision, ece
 from core.warehouse import Warehouse, read_pointer
+from models.calibration import choose_calibrator
+from models.card import write_card
+from models.configuration_readmit import ReadmitTransformerConfig
+from models.data import EncodedDataset, collate, load_preprocessing, load_splits, to_tensors
 from models.manifest import write_manifest
+from models.modeling_readmit import ReadmitTransformerForSequenceClassification
 from models.runtime import set_torch_threads
 
 log = logging.getLogger(__name__)
@@ -106,7 +116,6 @@ class TrialResult:
 
 
 def _deadline_callback(deadline: float):
-    from transformers import TrainerCallback
 
     class StopAtDeadline(TrainerCallback):
         """Stops training (the best epoch so far is still restored) once the time budget is spent."""
@@ -122,7 +131,6 @@ def _deadline_callback(deadline: float):
 
 
 def build_config(preprocessing, params: dict[str, Any], pos_weight: float, heads: int):
-    from models.configuration_readmit import ReadmitTransformerConfig
     hidden = int(params["hidden_size"])
     return ReadmitTransformerConfig.from_preprocessing(
         preprocessing, hidden_size=hidden, num_hidden_layers=int(params["num_hidden_layers"]),
@@ -134,11 +142,7 @@ def build_config(preprocessing, params: dict[str, Any], pos_weight: float, heads
 def train_trial(index: int, params: dict[str, Any], splits, preprocessing, options: TrainOptions,
                 pos_weight: float, deadline: float, work_dir: Path):
     """One `Trainer` run; returns (model with its best epoch restored, TrialResult)."""
-    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
-    import models  # noqa: F401  (registers the Auto classes)
-    from models.data import EncodedDataset, collate
-    from models.modeling_readmit import ReadmitTransformerForSequenceClassification
 
     result = TrialResult(index=index, params=dict(params))
     set_seed(options.seed)
@@ -183,9 +187,7 @@ def train_trial(index: int, params: dict[str, Any], splits, preprocessing, optio
 
 def predict_raw(model, batch, batch_size: int = 2048) -> np.ndarray:
     """Raw (uncalibrated) probability of readmission, batched, no grad."""
-    import torch
 
-    from models.data import to_tensors
     model.eval()
     out = []
     with torch.inference_mode():
@@ -197,7 +199,6 @@ def predict_raw(model, batch, batch_size: int = 2048) -> np.ndarray:
 
 
 def best_f1_threshold(y: np.ndarray, risk: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import precision_recall_curve
     precision, recall, cutoffs = precision_recall_curve(y, risk)
     f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)[:-1]
     best = int(np.argmax(f1))
@@ -270,13 +271,7 @@ def _replace_folder(staging: Path, out: Path) -> None:
 
 def train(options: TrainOptions) -> dict[str, Any]:
     """Run the whole training; returns the training summary written to training.json."""
-    import torch
-    import transformers
 
-    import models  # noqa: F401
-    from models.calibration import choose_calibrator
-    from models.card import write_card
-    from models.data import load_preprocessing, load_splits
 
     set_torch_threads(options.threads)
     started_wall = time.time()

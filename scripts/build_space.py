@@ -20,8 +20,8 @@ import pyarrow.dataset as ds
 from core.warehouse import read_pointer, table_version_path
 
 REPO = Path(__file__).resolve().parent.parent
-CODE_DIRS = ("core", "etl", "api", "cli", "ui", "pages", ".streamlit")
-CODE_FILES = ("app.py", "requirements.txt")
+CODE_DIRS = ("core", "etl", "serving", "api", "cli", "ui", "pages", ".streamlit")
+CODE_FILES = ("app.py", "requirements.txt", "constraints.txt")
 MODEL_CODE = "models"  # the package's .py files; model folders are chosen explicitly
 SPACE_TEMPLATE = REPO / "deploy" / "space"
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".env", ".env.*", "*.egg-info", ".pytest_cache")
@@ -41,7 +41,6 @@ class SpaceError(Exception):
 
 def check_synthetic(warehouse: Path) -> int:
     """Rows in the warehouse's encounters table; SpaceError unless every one is synthetic."""
-
 
     pointer = read_pointer(warehouse)
     version = pointer.get("tables", {}).get("encounters")

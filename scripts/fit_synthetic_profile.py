@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -22,8 +21,6 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import icd
 from core.sources import diabetes130
@@ -193,7 +190,8 @@ def medication_tables(changes: pd.Series) -> dict[str, dict[str, list]]:
     tables = {}
     for drug in diabetes130.DRUG_COLUMNS:
         prefix = f"{drug}:"
-        status = changes.map(lambda items: next((i[len(prefix):] for i in items if i.startswith(prefix)), "no"))
+        status = changes.map(lambda items, prefix=prefix: next(
+            (i[len(prefix):] for i in items if i.startswith(prefix)), "no"))
         table = level_table(status)
         if any(level != "no" for level in table["levels"]):
             tables[drug] = table

@@ -20,9 +20,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session
 
 from core.config import REPO_ROOT, get_settings
+from core.errors import UserError
 
 DEFAULT_DATABASE = REPO_ROOT / "data" / "operational.sqlite3"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -34,10 +36,23 @@ MIGRATION_LOCK_KEY = int.from_bytes(b"readmit", "big")
 def database_url(url: Optional[str] = None) -> str:
     """The URL to use: the argument, else `READMIT_DATABASE_URL`, else the SQLite file in data/."""
     chosen = url or get_settings().database_url
-    if chosen:
-        return chosen
-    DEFAULT_DATABASE.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{DEFAULT_DATABASE}"
+    if not chosen:
+        DEFAULT_DATABASE.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{DEFAULT_DATABASE}"
+    return _with_installed_driver(chosen)
+
+
+def _with_installed_driver(url: str) -> str:
+    """A plain `postgresql://` URL means psycopg2 to SQLAlchemy; the driver installed here is psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        # The message never repeats the URL: it may hold a password.
+        raise UserError("READMIT_DATABASE_URL is not a SQLAlchemy URL; examples: postgresql+psycopg://"
+                        "user:password@host:5432/readmit, sqlite:////srv/readmit/ops.sqlite3") from None
+    if parsed.drivername != "postgresql":
+        return url
+    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
 def sqlite_file(url: str | URL) -> Optional[Path]:

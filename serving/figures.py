@@ -1,6 +1,6 @@
 """Plotly figure builders, one palette: pure functions from computed results to Figures.
 
-Every builder takes what `core.metrics.evaluate_predictions` returns (one dict per model, usually as
+Every builder takes what `core.metric_report.evaluate_predictions` returns (one dict per model, usually as
 `{model name: result}`) and returns a `plotly.graph_objects.Figure`; nothing is computed here that
 the metrics did not already compute, and nothing is drawn to a screen. `readmit evaluate` saves
 them as plotly JSON; the dashboard shows the same figures.

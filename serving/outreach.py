@@ -35,7 +35,7 @@ KEYS_PER_QUERY = 400
 
 
 class EncounterKey(NamedTuple):
-    """An encounter as the caller knows it now; `patient_id` is checked against the stored events."""
+    """An encounter as the caller knows it now; its `patient_id` (when given) is checked against the events."""
     source: str
     encounter_id: str
     patient_id: Optional[str] = None

@@ -74,7 +74,7 @@ class QualityView:
     lace_roc: dict[str, list[float]] = field(default_factory=dict)
 
     def as_results(self) -> dict[str, dict[str, Any]]:
-        """The view in the shape `core.metrics.evaluate_predictions` returns, for `serving.figures`."""
+        """The view in the shape `core.metric_report.evaluate_predictions` returns, for `serving.figures`."""
         prevalence = self.positives / self.n if self.n else float("nan")
         results = {"transformer": {"overall": {"auroc": self.auroc, "prevalence": prevalence},
                                    "curves": {"roc": self.roc,

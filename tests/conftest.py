@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from etl.spark import get_spark
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
@@ -38,7 +40,6 @@ def cms_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def spark():
-    from etl.spark import get_spark
     session = get_spark(master="local[2]", driver_memory="2g", app_name="readmit-tests", shuffle_partitions=4)
     yield session
     session.stop()

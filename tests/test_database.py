@@ -9,15 +9,16 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Column, Engine, Integer, MetaData, select, text, update
+from sqlalchemy import Column, Engine, Integer, MetaData, inspect, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from core.config import REPO_ROOT, get_settings
 from core.errors import UserError
 from serving import database, outreach
-from serving.database import current_revision, engine_for, get_engine, head_revision, migrate
+from serving.database import alembic_config, current_revision, engine_for, get_engine, head_revision, migrate
 from serving.db_tables import Base, OutreachEvent
 
 # One worker process: waits for "go" on stdin so that both start together, then migrates the (possibly
@@ -79,7 +80,7 @@ def run_at_once(url: str, mode: str, workers: int = 2) -> float:
         proc.stdin.flush()
     outputs = [proc.communicate(timeout=300) for proc in procs]
     elapsed = time.perf_counter() - started
-    for proc, (_, err) in zip(procs, outputs):
+    for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
     return elapsed
 
@@ -107,6 +108,16 @@ def test_migrate_is_idempotent(engine: Engine):
     migrate(engine)
     migrate(engine)
     assert current_revision(engine) == head_revision() == "0001"
+    assert schema_diff(engine) == []
+
+
+def test_downgrade_to_base_and_upgrade_again(engine: Engine):
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(connection), "base")
+    assert current_revision(engine) is None
+    with engine.connect() as connection:
+        assert inspect(connection).get_table_names() == ["alembic_version"]
+    migrate(engine)
     assert schema_diff(engine) == []
 
 
@@ -146,6 +157,15 @@ def test_the_default_database_is_a_sqlite_file_in_data(monkeypatch: pytest.Monke
         get_settings.cache_clear()
 
 
+def test_a_plain_postgresql_url_uses_psycopg_3_and_a_bad_url_is_a_user_error():
+    assert database.database_url("postgresql://ops:s3cret@db:5432/readmit") == \
+        "postgresql+psycopg://ops:s3cret@db:5432/readmit"
+    assert database.database_url("sqlite:///x.sqlite3") == "sqlite:///x.sqlite3"
+    with pytest.raises(UserError, match="not a SQLAlchemy URL") as refused:
+        database.database_url("ops:s3cret@db/readmit")
+    assert "s3cret" not in str(refused.value)
+
+
 # --- outreach -------------------------------------------------------------------------------------------
 
 def test_two_processes_record_1000_events_at_once_and_none_is_lost(db_url: str, capsys: pytest.CaptureFixture):
@@ -164,7 +184,7 @@ def test_two_processes_record_1000_events_at_once_and_none_is_lost(db_url: str, 
     keys = [("diabetes130", f"E{n:03d}", f"P{n:03d}") for n in range(50)]
     current = outreach.current_status(engine, keys)
     assert len(current) == 50
-    for (source, encounter_id), record in current.items():
+    for (_, encounter_id), record in current.items():
         assert (record.id, record.status) == (latest[encounter_id].id, latest[encounter_id].status)
         assert not record.patient_mismatch
 

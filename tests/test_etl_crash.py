@@ -11,9 +11,13 @@ import time
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from core.warehouse import POINTER_FILE
+from cli import data_commands
+from core.schema import template_columns
+from core.sources.discharges import parse_discharges
+from core.warehouse import POINTER_FILE, is_complete
 
 FIXTURES = Path(__file__).parent / "fixtures" / "etl"
 D130_SMALL = FIXTURES / "diabetes130_small.csv"
@@ -25,36 +29,53 @@ def readmit(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([READMIT, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
 
 
-def _etl_args(warehouse: Path, source: Path = D130_SMALL) -> list[str]:
-    return ["etl", "--source", "diabetes130", "--input", str(source), "--warehouse", str(warehouse),
-            "--master", "local[1]", "--driver-memory", "1g", "--ratios", "1,0,0"]
+def etl_args(warehouse: Path, *source: str) -> list[str]:
+    """`readmit etl` on one core; `source` defaults to the six-encounter Diabetes 130 fixture."""
+    source = source or ("--source", "diabetes130", "--input", str(D130_SMALL), "--ratios", "1,0,0")
+    return ["etl", *source, "--warehouse", str(warehouse), "--master", "local[1]", "--driver-memory", "1g"]
 
 
-def _versions(warehouse: Path) -> set[str]:
+def versions(warehouse: Path) -> set[str]:
+    """Every entry of every table folder, as 'table/version' (staging and incomplete folders included)."""
     tables = warehouse / "tables"
     return {f"{t.name}/{v.name}" for t in tables.iterdir() for v in t.iterdir()} if tables.exists() else set()
+
+
+def start(*args: str) -> subprocess.Popen:
+    """`readmit ARGS` in a process group of its own, for `kill_group`."""
+    return subprocess.Popen([READMIT, *args], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL the CLI and its Spark JVM together (nothing of theirs runs after), and reap the CLI."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:  # already gone
+        pass
+    process.wait()
 
 
 @pytest.mark.spark
 def test_sigkill_mid_write_leaves_previous_warehouse_readable(tmp_path):
     warehouse = tmp_path / "wh"
-    first = readmit(*_etl_args(warehouse))
+    first = readmit(*etl_args(warehouse))
     assert first.returncode == 0, first.stderr[-2000:]
     before_pointer = (warehouse / POINTER_FILE).read_text()
-    before_versions = _versions(warehouse)
+    before_versions = versions(warehouse)
 
-    process = subprocess.Popen([READMIT, *_etl_args(warehouse)], env=ENV, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    process = start(*etl_args(warehouse))
     deadline = time.monotonic() + 240
     try:
-        while not (_versions(warehouse) - before_versions):
+        while not (versions(warehouse) - before_versions):
             assert process.poll() is None, "the ETL ended before it wrote a new version folder"
             assert time.monotonic() < deadline, "no new version folder appeared"
             time.sleep(0.05)
     finally:
-        os.killpg(process.pid, signal.SIGKILL)  # the CLI and its Spark JVM, mid-write
-        process.wait()
-    assert _versions(warehouse) - before_versions  # it really was writing
+        kill_group(process)  # mid-write
+    written = versions(warehouse) - before_versions
+    assert written  # it really was writing
+    assert not any(is_complete(warehouse / "tables" / v) for v in written)  # no manifest: a leftover
     assert (warehouse / POINTER_FILE).read_text() == before_pointer
     result = readmit("sql", "--warehouse", str(warehouse), "--format", "csv",
                      "SELECT (SELECT count(*) FROM encounters) AS e, (SELECT count(*) FROM features) AS f")
@@ -70,7 +91,6 @@ def test_sql_command_reports_missing_warehouse_in_one_line(tmp_path):
 
 
 def test_template_command_writes_header_and_example(tmp_path):
-    from core.schema import template_columns
     output = tmp_path / "t.csv"
     result = readmit("template", "--output", str(output))
     assert result.returncode == 0, result.stderr
@@ -92,7 +112,6 @@ def test_fetch_offline_says_where_to_put_the_file(tmp_path):
 
 
 def test_fetch_checksum_rejects_a_wrong_archive_and_accepts_the_right_hash(tmp_path, monkeypatch):
-    from cli import data_commands
     archive = tmp_path / data_commands.ZIP_NAME
     with zipfile.ZipFile(archive, "w") as z:
         z.write(D130_SMALL, "dataset_diabetes/diabetic_data.csv")
@@ -112,9 +131,6 @@ def test_unknown_source_is_refused_by_the_cli(tmp_path):
 
 
 def test_synth_command_writes_a_template_the_discharges_parser_accepts(tmp_path):
-    import pandas as pd
-
-    from core.sources.discharges import parse_discharges
     output = tmp_path / "synth.csv"
     result = readmit("synth", "--rows", "64", "--seed", "5", "--output", str(output))
     assert result.returncode == 0, result.stderr

@@ -11,7 +11,6 @@ import zlib
 
 import numpy as np
 import pandas as pd
-import plotly.io as pio
 import pytest
 from sklearn.metrics import roc_auc_score
 
@@ -25,6 +24,7 @@ from core.lace import LaceModel, lace_score
 from core.sources.diabetes130 import to_canonical
 from core.warehouse import write_pointer
 from models.evaluate import decision_thresholds, evaluate, format_table
+from serving.figures import all_figures
 
 
 class StubPredictor:
@@ -65,7 +65,7 @@ def _evaluable(features: pd.DataFrame, split: str) -> pd.DataFrame:
     return rows.sort_values("encounter_id")
 
 
-def test_evaluate_writes_metrics_and_figures(tmp_path, tiny_warehouse):
+def test_evaluate_writes_metrics_the_figures_are_drawn_from(tmp_path, tiny_warehouse):
     root, features, predictor = tiny_warehouse
     test_rows = _evaluable(features, "test")
     # an "MLlib" model given as predictions for validation + test (here: a noisy copy of the LACE score)
@@ -98,9 +98,9 @@ def test_evaluate_writes_metrics_and_figures(tmp_path, tiny_warehouse):
     assert saved["models"]["lace"]["overall"]["auroc"] == pytest.approx(roc_auc_score(y, lace_score(test_rows)))
 
     assert {r["level"] for r in saved["models"]["transformer"]["subgroups"]["sex"]} <= {"Female", "Male", "unknown"}
+    drawn = all_figures(saved["models"], primary="transformer", threshold="best_f1")
     for name in ("roc", "pr", "reliability", "capacity", "confusion_matrix", "subgroup_race_auroc"):
-        figure = pio.from_json((tmp_path / "figures" / f"{name}.json").read_text())
-        assert len(figure.data) >= 1
+        assert len(drawn[name].data) >= 1
     assert "transformer" in format_table(report["comparison"])
 
 
@@ -119,7 +119,7 @@ def test_cli_evaluate_prints_table_and_writes_files(tmp_path, tiny_warehouse, mo
                  "--n-boot", "50"]) == 0
     printed = capsys.readouterr().out
     assert "AUROC [95% CI]" in printed and "transformer" in printed and "lace" in printed
-    assert (tmp_path / "metrics.json").exists() and (tmp_path / "figures" / "roc.json").exists()
+    assert (tmp_path / "metrics.json").exists() and not (tmp_path / "figures").exists()
 
 
 def test_cli_evaluate_missing_warehouse_is_a_user_error(tmp_path, capsys):

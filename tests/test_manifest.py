@@ -70,9 +70,9 @@ def edit_json(path: Path, change) -> None:
 
 def flip_bias_byte(folder: Path) -> None:
     path = folder / "model.safetensors"
-    start, _ = tensor_range(path, BIAS)
+    _, end = tensor_range(path, BIAS)
     raw = bytearray(path.read_bytes())
-    raw[start + 3] ^= 0x40  # the sign/exponent byte of the first float32: a small bias becomes enormous
+    raw[end - 1] = 0x4F  # sign/exponent byte of the "readmitted" float32 bias: -0.03 becomes about +2e9
     path.write_bytes(bytes(raw))
 
 
@@ -141,7 +141,8 @@ TAMPERING = {
 }
 # refused by the content checks alone, even after the tampered folder is resealed
 CONTENT = {
-    rename_tensor: "classifier.bias_renamed", reshape_tensor: "shape mismatches: ('classifier.bias'",
+    rename_tensor: "classifier.bias_renamed",
+    reshape_tensor: "shape mismatches: classifier.bias [3] in the file, [2] in config.json",
     add_layer: "missing tensors: layers.2.", delete_calibration: "calibration.json: missing",
     calibration_nan: "calibration.json: invalid calibration (a must be a finite number",
     break_calibration_json: "calibration.json: not valid JSON",
@@ -209,7 +210,8 @@ def test_flipped_bias_byte_changes_every_risk_so_only_the_manifest_stops_it(fold
     predictor, batch = original
     flip_bias_byte(folder)
     tampered = ReadmitPredictor.load(folder, check_manifest=False)
-    assert np.abs(tampered.risk(batch) - predictor.risk(batch)).max() > 0.5
+    with np.errstate(over="ignore"):
+        assert np.all(tampered.risk(batch) > 0.999) and np.all(predictor.risk(batch) < 0.9)
     assert "model.safetensors: differs from manifest.json" in refusal(folder)
 
 

@@ -16,7 +16,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from core import metrics
+from core import metric_report, metrics
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_capacity_flags_top_fraction():
 
 def test_bootstrap_weights_keep_patients_together():
     patient = np.array(["a", "a", "b", "c", "c", "c"])
-    for weights in metrics.patient_bootstrap_weights(patient, n_boot=50, seed=1, chunk=20):
+    for weights in metric_report.patient_bootstrap_weights(patient, n_boot=50, seed=1, chunk=20):
         assert np.all(weights[:, 0] == weights[:, 1])
         assert np.all(weights[:, 3] == weights[:, 4]) and np.all(weights[:, 4] == weights[:, 5])
         # three patients drawn per replicate
@@ -120,27 +120,27 @@ def test_bootstrap_weights_keep_patients_together():
 
 def test_bootstrap_replicates_equal_weighted_sklearn(sample):
     y, p, patient = sample
-    reps = metrics.bootstrap_auroc(y, p, patient, n_boot=5, seed=3)
-    weights = np.concatenate(list(metrics.patient_bootstrap_weights(patient, 5, 3)))
+    reps = metric_report.bootstrap_auroc(y, p, patient, n_boot=5, seed=3)
+    weights = np.concatenate(list(metric_report.patient_bootstrap_weights(patient, 5, 3)))
     for r in range(5):
         assert reps[r] == pytest.approx(roc_auc_score(y, p, sample_weight=weights[r]), abs=1e-12)
 
 
 def test_cluster_bootstrap_ignores_duplicated_rows_where_row_bootstrap_would_not(sample):
     y, p, patient = sample
-    ci = metrics.auroc_interval(y, p, patient, n_boot=300, seed=11)
+    ci = metric_report.auroc_interval(y, p, patient, n_boot=300, seed=11)
     # Every encounter repeated 8 times within its patient: resampling patients is unchanged,
     # so the interval is identical; resampling rows would shrink it by about sqrt(8).
     y8, p8, patient8 = np.repeat(y, 8), np.repeat(p, 8), np.repeat(patient, 8)
-    assert metrics.auroc_interval(y8, p8, patient8, n_boot=300, seed=11) == pytest.approx(ci)
-    rows_as_patients = metrics.auroc_interval(y8, p8, np.arange(y8.size), n_boot=300, seed=11)
+    assert metric_report.auroc_interval(y8, p8, patient8, n_boot=300, seed=11) == pytest.approx(ci)
+    rows_as_patients = metric_report.auroc_interval(y8, p8, np.arange(y8.size), n_boot=300, seed=11)
     assert (rows_as_patients[1] - rows_as_patients[0]) < 0.6 * (ci[1] - ci[0])
     assert ci[0] < metrics.auroc(y, p) < ci[1]
 
 
 def test_auroc_difference_of_identical_models_is_zero(sample):
     y, p, patient = sample
-    diff = metrics.auroc_difference(y, p, p, patient, n_boot=100)
+    diff = metric_report.auroc_difference(y, p, p, patient, n_boot=100)
     assert diff["difference"] == 0 and diff["ci"] == [0.0, 0.0]
 
 
@@ -157,7 +157,7 @@ def test_evaluate_predictions_is_json_and_consistent(sample):
     y, p, patient = sample
     sex = np.where(np.arange(len(y)) % 2 == 0, "Female", "Male").astype(object)
     race = np.array(["Caucasian"] * (len(y) - 30) + [None] * 30, dtype=object)
-    out = metrics.evaluate_predictions(y, p, patient, {"sex": sex, "race": race},
+    out = metric_report.evaluate_predictions(y, p, patient, {"sex": sex, "race": race},
                                        {"best_f1": 0.2, "top_10pct": {"threshold": 0.3}}, n_boot=200)
     json.dumps(out, allow_nan=False)
     assert out["overall"]["auroc"] == pytest.approx(roc_auc_score(y, p))

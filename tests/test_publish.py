@@ -6,9 +6,9 @@ import json
 from fnmatch import fnmatch
 from pathlib import Path
 
-import huggingface_hub
 import pytest
 
+import models.publish as publish_module
 from cli.main import main
 from core.errors import UserError
 from models.publish import files_to_upload, publish
@@ -81,9 +81,8 @@ def test_publish_refuses_bad_repo_id_and_incomplete_folder(model_dir, tmp_path, 
 
 
 def test_publish_cli_uses_stubbed_api(model_dir, monkeypatch, capsys):
-
-    stub = StubHfApi()
-    monkeypatch.setattr(huggingface_hub, "HfApi", lambda *a, **k: stub)
+    stub = StubHfApi()  # the Hub cannot be reached from here: the client is the one thing mocked
+    monkeypatch.setattr(publish_module, "HfApi", lambda *a, **k: stub)
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
     assert main(["publish", "--repo-id", "org/name", "--model", str(model_dir)]) == 0
     assert "uploaded 9 files to https://huggingface.co/org/name" in capsys.readouterr().out

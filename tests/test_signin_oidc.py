@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from playwright import sync_api  # a missing Playwright fails the run, never skips it
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "app"
 sys.path.insert(0, str(FIXTURES))
@@ -16,7 +17,6 @@ import browser  # noqa: E402
 import make_warehouse  # noqa: E402
 
 pytestmark = pytest.mark.browser
-sync_api = pytest.importorskip("playwright.sync_api")
 
 
 @pytest.fixture(scope="module")

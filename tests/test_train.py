@@ -64,9 +64,9 @@ def synthetic_features(n: int, seed: int) -> pd.DataFrame:
         data[spec.name] = values
         if j < 3:
             signal += np.nan_to_num(values, nan=2.0) - 2.0
-    for k, name in enumerate(CATEGORICAL_NAMES):
+    for name in CATEGORICAL_NAMES:
         levels = np.array(_common_levels(name) + [None], dtype=object)
-        data[name] = levels[rng.integers(0, 5, n)]
+        data[name] = levels[rng.integers(0, len(levels), n)]
     for name in CODE_FEATURES:
         codes = np.array(CODES + [None], dtype=object)[rng.integers(0, len(CODES) + 1, n)]
         data[name] = codes

@@ -1,0 +1,220 @@
+"""Warehouse versions: completeness, clean-up, predictions that match their encounters, SIGKILLs."""
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from core.config import DEFAULT_MODEL_DIR
+from core.predictions import write_predictions
+from core.warehouse import (
+    MANIFEST_FILE,
+    Warehouse,
+    WarehouseError,
+    is_complete,
+    prune_versions,
+    read_pointer,
+    scores_problem,
+    switch_tables,
+    update_pointer,
+    versions_to_delete,
+    write_pointer,
+    writing,
+)
+from test_etl_crash import etl_args, kill_group, readmit, start, versions
+
+# --- the clean-up rule ------------------------------------------------------------------------------------
+
+COMPLETE = {"v1", "v2", "v3", "v4", "v5"}
+
+
+def test_old_complete_versions_go_the_pointer_version_and_the_newest_stay():
+    assert versions_to_delete(sorted(COMPLETE), "v1", COMPLETE, keep=3) == ["v2"]
+    assert versions_to_delete(sorted(COMPLETE), "v5", COMPLETE, keep=3) == ["v1", "v2"]
+    # keep 0 still keeps the newest complete version: a run may not have switched the pointer to it yet
+    assert versions_to_delete(sorted(COMPLETE), "v2", COMPLETE, keep=0) == ["v1", "v3", "v4"]
+
+
+def test_leftovers_go_only_while_no_writer_runs():
+    entries = ["v1", "v2", "v3", ".v4.abc.tmp"]  # v2 empty, v3 partial (no manifest), a staging folder
+    complete = {"v1"}
+    assert versions_to_delete(entries, "v1", complete, writers_idle=False) == []
+    assert versions_to_delete(entries, "v1", complete, writers_idle=True) == [".v4.abc.tmp", "v2", "v3"]
+    # a pointer naming a folder without a manifest (written by hand, say) is never deleted
+    assert versions_to_delete(["v9"], "v9", set(), writers_idle=True) == []
+
+
+def test_a_staging_folder_is_never_complete_even_with_its_manifest():
+    entries = ["v1", ".v2.abc.tmp"]
+    assert versions_to_delete(entries, "v1", {"v1", ".v2.abc.tmp"}, keep=1, writers_idle=True) == [".v2.abc.tmp"]
+    assert versions_to_delete(entries, None, {"v1", ".v2.abc.tmp"}, keep=0, writers_idle=False) == []
+
+
+def test_killed_runs_leftovers_go_and_the_last_good_version_stays():
+    """The tester's case: v1 good, three killed runs left v2 (empty) to v4 (partial), then v5 completed."""
+    entries = ["v1", "v2", "v3", "v4", "v5"]
+    assert versions_to_delete(entries, "v5", {"v1", "v5"}, keep=3, writers_idle=True) == ["v2", "v3", "v4"]
+
+
+def _folder(root: Path, table: str, version: str, manifest: dict | None = None) -> Path:
+    folder = root / "tables" / table / version
+    folder.mkdir(parents=True)
+    if manifest is not None:
+        (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    return folder
+
+
+def test_prune_skips_leftovers_while_a_writer_holds_the_lock(tmp_path):
+    for version in ("v1", "v2", "v3", "v4"):
+        _folder(tmp_path, "encounters", version, {})
+    _folder(tmp_path, "encounters", "v5")                  # a run writing right now (or killed)
+    _folder(tmp_path, "encounters", ".v6.abc.tmp", {})     # a staging folder
+    write_pointer(tmp_path, {"tables": {"encounters": "v4"}})
+    with writing(tmp_path):
+        deleted = prune_versions(tmp_path)
+    assert [Path(p).name for p in deleted] == ["v1"]
+    assert prune_versions(tmp_path, keep=3) and versions(tmp_path) == {f"encounters/{v}" for v in ("v2", "v3", "v4")}
+
+
+# --- predictions must match their encounters --------------------------------------------------------------
+
+def test_a_new_encounters_version_invalidates_the_predictions():
+    pointer = {"tables": {"encounters": "e1", "features": "e1", "predictions": "p1", "hospitals": "h1"}}
+    switch_tables(pointer, {"hospitals": "h2"})  # other tables: the predictions stay
+    assert pointer["tables"]["predictions"] == "p1" and "invalidated" not in pointer
+    switch_tables(pointer, {"encounters": "e2", "features": "e2"})
+    assert "predictions" not in pointer["tables"] and pointer["invalidated"] == {"predictions": "p1"}
+    problem = scores_problem(pointer, {}, "W")
+    assert problem == "Scores are out of date: the encounters changed (version e2): run `readmit score --warehouse W`."
+    switch_tables(pointer, {"predictions": "p2"})
+    assert pointer["tables"]["predictions"] == "p2" and "invalidated" not in pointer
+
+
+def test_scores_problem_judges_the_recorded_encounters_version():
+    pointer = {"tables": {"encounters": "e2", "predictions": "p1"}}
+    assert scores_problem(pointer, {"encounters_version": "e2"}, "W") is None
+    assert scores_problem(pointer, {}, "W") is None  # written before versions were recorded: not judged
+    assert scores_problem({"tables": {"predictions": "p1"}}, {"encounters_version": "e1"}, "W") is None
+    assert scores_problem(pointer, {"encounters_version": "e1"}, "W") == (
+        "Scores are out of date: they were computed from encounters version e1, the warehouse now holds "
+        "version e2: run `readmit score --warehouse W`.")
+
+
+def _encounters(root: Path, version: str, patients: list[str]) -> None:
+    folder = _folder(root, "encounters", version, {"table": "encounters", "version": version})
+    frame = pd.DataFrame({"encounter_id": ["E1", "E2"], "patient_id": patients})
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / "part-0.parquet")
+    update_pointer(root, lambda pointer: switch_tables(pointer, {"encounters": version}))
+
+
+PREDICTIONS = pd.DataFrame({"encounter_id": ["E1", "E2"], "patient_id": ["P1", "P2"], "risk": [0.1, 0.9],
+                            "eligible": [True, True]})
+JOINED = "SELECT e.patient_id, p.risk FROM predictions p JOIN encounters e USING (encounter_id) ORDER BY 1"
+
+
+def test_reader_refuses_predictions_scored_on_other_encounters(tmp_path):
+    _encounters(tmp_path, "e1", ["P1", "P2"])
+    write_predictions(tmp_path, PREDICTIONS, encounters_version="e1")
+    warehouse = Warehouse(str(tmp_path))
+    assert not warehouse.predictions_stale
+    assert warehouse.query(JOINED)["risk"].tolist() == [0.1, 0.9]
+    # An older tool (or a hand edit) points at new encounters, where E1 belongs to another patient.
+    _folder_copy = tmp_path / "tables" / "predictions"
+    assert len(list(_folder_copy.iterdir())) == 1
+    pointer = read_pointer(tmp_path)
+    _encounters(tmp_path, "e2", ["P2", "P1"])
+    write_pointer(tmp_path, {**read_pointer(tmp_path), "tables": {**pointer["tables"], "encounters": "e2"}})
+    assert warehouse.predictions_stale
+    assert warehouse.predictions_problem.startswith("Scores are out of date: they were computed from encounters "
+                                                    "version e1")
+    for sql in (JOINED, "SELECT count(*) FROM predictions"):
+        with pytest.raises(WarehouseError, match="Scores are out of date"):
+            warehouse.query(sql)
+    with pytest.raises(WarehouseError, match="Scores are out of date"):
+        warehouse.table_path("predictions")
+    assert warehouse.query("SELECT count(*) AS n FROM encounters")["n"].iloc[0] == 2  # scoring can still read
+
+
+def test_predictions_are_published_only_on_the_encounters_they_were_scored_on(tmp_path):
+    _encounters(tmp_path, "e1", ["P1", "P2"])
+    pinned = Warehouse(str(tmp_path)).pinned()          # what a scorer reads
+    _encounters(tmp_path, "e2", ["P2", "P1"])           # an ETL run publishes meanwhile
+    assert pinned.current_tables()["encounters"] == "e1"
+    with pytest.raises(WarehouseError, match="changed while scoring"):
+        write_predictions(tmp_path, PREDICTIONS, encounters_version=pinned.current_tables()["encounters"])
+    assert "predictions" not in read_pointer(tmp_path)["tables"]
+    version = write_predictions(tmp_path, PREDICTIONS, encounters_version="e2")
+    assert Warehouse(str(tmp_path)).manifest("predictions")["encounters_version"] == "e2"
+    assert read_pointer(tmp_path)["tables"]["predictions"] == version
+
+
+# --- SIGKILLs at random points of ETL and scoring runs ----------------------------------------------------
+
+ROWS = "300"
+SCORE = ["score", "--no-explain", "--model", str(DEFAULT_MODEL_DIR), "--warehouse"]
+ETL_KILLS = 3  # of 20: each costs a Spark start-up plus the job; the other 17 kill scoring runs
+
+
+def _etl(warehouse: Path, seed: int) -> list[str]:
+    """A different seed each run: the same encounter ids, mostly other patients (stale joins show)."""
+    return etl_args(warehouse, "--source", "synthetic", "--rows", ROWS, "--seed", str(seed))
+
+
+def _measured(args: list[str], warehouse: Path) -> tuple[float, float]:
+    """Run to the end: (seconds until its first folder appeared under tables/, seconds in all)."""
+    before, started, first = versions(warehouse), time.monotonic(), None
+    process = start(*args)
+    while process.poll() is None:
+        if first is None and versions(warehouse) - before:
+            first = time.monotonic() - started
+        time.sleep(0.01)
+    total = time.monotonic() - started
+    assert process.returncode == 0, f"{args[0]} failed"
+    return (first if first is not None else total), total
+
+
+def _assert_consistent(root: Path, context: str) -> None:
+    """Every pointer names a complete version; the predictions match the encounters the pointer names."""
+    warehouse = Warehouse(str(root)).pinned()
+    pointer = warehouse.pointer()
+    named = {f"tables/{t}/{v}" for t, v in pointer["tables"].items()} | {f"preprocessing/{pointer['preprocessing']}"}
+    assert all(is_complete(root / path) for path in named), f"{context}: {pointer}"
+    if "predictions" not in pointer["tables"]:
+        assert warehouse.predictions_problem.startswith("Scores are out of date"), context
+        return
+    assert warehouse.manifest("predictions")["encounters_version"] == pointer["tables"]["encounters"], context
+    unmatched = warehouse.query("SELECT count(*) AS n FROM predictions p ANTI JOIN encounters e "
+                                "USING (encounter_id, patient_id)")["n"].iloc[0]
+    assert unmatched == 0, f"{context}: {unmatched} predictions of another patient"
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_sigkills_never_leave_a_pointer_to_an_incomplete_or_mismatched_version(tmp_path):
+    """20 SIGKILLs, at seeded random times within the measured write phase of each kind of run."""
+    root = tmp_path / "wh"
+    etl_first, etl_total = _measured(_etl(root, 0), root)
+    score_first, score_total = _measured([*SCORE, str(root)], root)
+    _assert_consistent(root, "after the first complete runs")
+    rng = random.Random(9)
+    for kill in range(20):
+        if kill % 7 == 3:  # kills 3, 10, 17
+            args, delay = _etl(root, kill + 1), rng.uniform(etl_first, etl_total)
+        else:
+            if "predictions" not in read_pointer(root)["tables"]:  # an ETL run published: score it again
+                assert readmit(*SCORE, str(root)).returncode == 0
+            args, delay = [*SCORE, str(root)], rng.uniform(max(0.0, score_first - 1.0), score_total)
+        process = start(*args)
+        time.sleep(delay)
+        kill_group(process)
+        _assert_consistent(root, f"after SIGKILL {kill} of `readmit {args[0]}` at {delay:.1f} s")
+    assert prune_versions(root) is not None  # no writer: the killed runs' leftovers go
+    assert all(is_complete(root / "tables" / entry) and not Path(entry).name.startswith(".")
+               for entry in versions(root)), versions(root)
+    _assert_consistent(root, "after clean-up")
