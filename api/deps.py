@@ -137,3 +137,6 @@ OptionalScorerDep = Annotated[Optional[Scorer], Depends(get_optional_scorer)]
 BatcherDep = Annotated[MicroBatcher, Depends(get_batcher)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 PROTECTED: list[Any] = [Depends(require_api_key)]  # router-level guard: 401 without a valid key
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or invalid API key"},
+    429: {"description": "too many wrong API keys from this address: retry after `Retry-After` seconds"}}

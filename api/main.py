@@ -4,6 +4,12 @@ The scoring service is loaded once per worker, in `lifespan`, from `READMIT_MODE
 models/champion). Torch runs with `READMIT_TORCH_THREADS` intra-op threads (default 1): on a small
 machine several single-threaded workers beat one multi-threaded worker, and torch's default (one
 thread per core in every worker) oversubscribes the CPU.
+
+Settings are `core.config.Settings` (API keys from the environment only); `ApiSettings` is the API's
+view of them plus the `--insecure-no-auth` flag, which only `readmit api` passes (it builds the app
+itself then: no variable or file can switch authentication off). No request content reaches a log:
+422s never echo the input (`api.errors`), unhandled errors are logged by type and code location
+(`api.logging`), and `install_redaction` filters the root and uvicorn loggers.
 """
 from __future__ import annotations
 
@@ -12,12 +18,14 @@ from contextlib import asynccontextmanager
 from typing import Any, Callable, Optional
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 
 from api.deps import MicroBatcher
-from api.logging import AccessLogMiddleware, configure_access_logger
+from api.errors import invalid_request
+from api.logging import AccessLogMiddleware, configure_access_logger, install_redaction
 from api.metrics import ApiMetrics
 from api.routes import health, metrics, predict
-from api.security import ApiSettings
+from api.security import ApiSettings, AuthThrottle
 from core.config import Settings
 from serving.scoring import ScoringService
 
@@ -37,12 +45,13 @@ def _paths(router: Any) -> set[str]:
 
 def create_app(api_settings: Optional[ApiSettings] = None, settings: Optional[Settings] = None,
                scorer_loader: Optional[ScorerLoader] = None) -> FastAPI:
-    api_settings = api_settings or ApiSettings()  # raises without a key unless insecure_no_auth
     settings = settings or Settings()
+    api_settings = api_settings or ApiSettings.from_settings(settings)  # raises without a key
     loader = scorer_loader or load_scoring_service
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        install_redaction()  # here, after uvicorn has configured its loggers
         app.state.scorer = loader(settings.model_dir)
         app.state.batcher = MicroBatcher(app.state.scorer, on_call=app.state.metrics.microbatch_rows.observe)
         await app.state.batcher.start()
@@ -59,6 +68,8 @@ def create_app(api_settings: Optional[ApiSettings] = None, settings: Optional[Se
     app.state.api_settings = api_settings
     app.state.scorer = None
     app.state.metrics = ApiMetrics()
+    app.state.auth_throttle = AuthThrottle()
+    app.add_exception_handler(RequestValidationError, invalid_request)
     for module in (health, predict, metrics):
         app.include_router(module.router)
 

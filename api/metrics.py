@@ -1,4 +1,4 @@
-"""Prometheus metrics: request counts, request latency and the distribution of served risks.
+"""Prometheus metrics: request counts, request latency, the distribution of served risks and wrong API keys.
 
 Each app owns its registry (tests build many apps). With several uvicorn workers, `readmit api`
 sets `PROMETHEUS_MULTIPROC_DIR` and `/metrics` aggregates every worker's values.
@@ -29,6 +29,10 @@ class ApiMetrics:
                                          buckets=(1, 2, 4, 8, 16, 32, 64), **kwargs)
         self.ineligible = Counter("readmit_api_ineligible", "Scored encounters that were not eligible",
                                   **kwargs)
+        self.auth_failures = Counter("readmit_api_auth_failures", "Requests that presented a wrong API key",
+                                     **kwargs)
+        self.auth_throttled = Counter("readmit_api_auth_throttled", "Requests refused with 429 after too many "
+                                      "wrong API keys from one address", **kwargs)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

@@ -2,7 +2,9 @@
 
 The request model is derived from `core.schema.EncounterIn` (itself derived from the canonical
 fields), never copied: a field added to the canonical schema appears here, with its bounds,
-categories and example. Free-text fields (`payer`, `admitting_specialty`, ICD codes) accept any
+categories, lengths, example and validation rules (`core.validation`, the rules uploads follow).
+This module adds only what JSON needs: a value must have the JSON type /openapi.json documents.
+Free-text fields (`payer`, `admitting_specialty`, ICD codes) accept any
 string: a value the model never saw in training collapses to the "other" level inside
 `core.encoding`, exactly as in training. Categorical fields with a closed list in the canonical
 schema (`sex`, `admission_type`, ...) reject values outside that list with 422: source adapters map
@@ -10,7 +12,6 @@ raw values onto those lists before training, and the API takes canonical input o
 """
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import math
@@ -22,14 +23,13 @@ from pydantic_core import PydanticCustomError
 
 from core.features import FEATURE_SPEC_VERSION
 from core.schema import COLUMNS, ENCOUNTER_FIELDS, SCHEMA_VERSION, EncounterIn
+from core.validation import KIND_PROBLEMS, duplicate_errors, naive_utc
 
 API_SOURCE = "discharges"  # an API record is a discharge supplied by a client, like an upload
 
 
 _JSON_TYPES = {"string": (str,), "timestamp": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
                "string_list": (list,)}
-_JSON_WORDS = {"string": "a string", "timestamp": "an ISO 8601 date-time string", "int": "an integer",
-               "float": "a number", "bool": "true or false", "string_list": "a list of strings"}
 _KINDS = {f.name: f.kind for f in ENCOUNTER_FIELDS if not f.derived}
 
 
@@ -49,15 +49,8 @@ class EncounterRequest(EncounterIn):  # type: ignore[misc, valid-type]
         if kind == "string_list" and ok:
             ok = all(isinstance(item, str) for item in value)
         if not ok:
-            raise PydanticCustomError("json_type", "Input should be {expected}", {"expected": _JSON_WORDS[kind]})
+            raise PydanticCustomError("json_type", KIND_PROBLEMS[kind])
         return value
-
-    @model_validator(mode="after")
-    def _discharge_not_before_admission(self) -> "EncounterRequest":
-        admit, discharge = self.admit_time, self.discharge_time
-        if admit is not None and discharge is not None and _naive_utc(discharge) < _naive_utc(admit):
-            raise ValueError("discharge_time is before admit_time")
-        return self
 
 
 EncounterRequest.model_config["json_schema_extra"] = EncounterIn.model_config.get("json_schema_extra")
@@ -67,7 +60,17 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     encounters: list[EncounterRequest] = Field(
         ..., min_length=1, description="Encounters to score; at most READMIT_API_MAX_BATCH (default 1000). "
-        "Encounters of the same patient in one batch are ordered and used as history, as in training.")
+        "Encounters of the same patient in one batch are ordered and used as history, as in training. "
+        "Each encounter_id once.")
+
+    @model_validator(mode="after")
+    def _unique_encounter_ids(self) -> "BatchRequest":
+        """An encounter_id twice is refused as an upload refuses it (rows are the batch's items, from 1)."""
+        repeated = duplicate_errors(pd.Series([e.encounter_id for e in self.encounters]))
+        if repeated:
+            raise PydanticCustomError("row_rule", repeated[0].problem,
+                                      {"field": ("encounters", repeated[0].row - 1, "encounter_id")})
+        return self
 
 
 class AttributionGroup(BaseModel):
@@ -125,12 +128,6 @@ def feature_schema_hash() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _naive_utc(value: dt.datetime) -> dt.datetime:
-    if value.tzinfo is not None:
-        return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return value
-
-
 def to_canonical_frame(encounters: list[BaseModel]) -> pd.DataFrame:
     """Validated requests to canonical encounters (Arrow dtypes); derived columns left to the scorer."""
     rows = []
@@ -139,7 +136,7 @@ def to_canonical_frame(encounters: list[BaseModel]) -> pd.DataFrame:
         row.update(encounter.model_dump())
         for name in ("admit_time", "discharge_time"):
             if row[name] is not None:
-                row[name] = _naive_utc(row[name])
+                row[name] = naive_utc(row[name])
         row["source"] = API_SOURCE
         rows.append(row)
     frame = pd.DataFrame(rows, columns=list(COLUMNS))  # list cells stay Python lists, as uploads produce

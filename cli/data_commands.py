@@ -6,7 +6,6 @@ start fast.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import hashlib
 import json
@@ -113,14 +112,12 @@ def sql_command(args: argparse.Namespace) -> int:
 # --- template / synth ------------------------------------------------------------------------------
 
 def template_command(args: argparse.Namespace) -> int:
-    from core.schema import template_columns, template_example_row
+    from core.schema import template_columns
+    from serving.upload import template_csv
 
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=template_columns())
-        writer.writeheader()
-        writer.writerow(template_example_row())
+    output.write_bytes(template_csv())  # the very bytes the Upload page offers (formula-safe)
     print(f"wrote {output} ({len(template_columns())} columns, one example row)")
     return 0
 

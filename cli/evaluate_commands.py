@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default=settings.model_dir, help="model folder (Hugging Face format)")
     parser.add_argument("--split", default="test", choices=["train", "validation", "test"])
     parser.add_argument("--skip-mllib", action="store_true", help="do not train the Spark MLlib baselines")
-    parser.add_argument("--out", help="where metrics.json goes (default: the model folder)")
+    parser.add_argument("--out", help="where metrics.json goes (default: the model folder, whose card is then "
+                        "re-rendered)")
     parser.add_argument("--n-boot", type=int, default=1000, help="patient-cluster bootstrap replicates")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--master", default=settings.spark_master, help="Spark master for the MLlib baselines")
@@ -48,7 +49,8 @@ def mllib_predictions(warehouse: str, master: str, driver_memory: str):
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from models.evaluate import evaluate, format_table, load_predictor
+    from models.card import CARD_FILE
+    from models.evaluate import evaluate, format_table, load_predictor, writes_model_folder
     try:
         import torch
         torch.set_num_threads(max(1, get_settings().torch_threads))
@@ -68,4 +70,6 @@ def evaluate_command(args: argparse.Namespace) -> int:
           f"prevalence {rows['positives'] / rows['evaluated']:.3f}")
     print(format_table(report["comparison"]))
     print(f"wrote {args.out or args.model}/metrics.json in {time.time() - started:.0f}s")
+    if writes_model_folder(args.model, args.out):
+        print(f"re-rendered the model card {args.model}/{CARD_FILE} from it")
     return 0

@@ -7,7 +7,9 @@
 
 Invalid rows are listed on stderr as "row N, column C: problem" and written to OUT.errors.csv; they
 appear in OUT.csv with an empty risk and the problem, as do ineligible encounters (died, hospice)
-with their reason. Nothing about a patient is logged.
+with their reason. A problem names the rule a value breaks, never the value: nothing about a
+patient is logged or printed. Both files are formula-safe (`core.spreadsheet`): a text cell that a
+spreadsheet would run as a formula (=, +, -, @, tab, CR) starts with a quote.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.errors import UserError
+from core.spreadsheet import safe_csv
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +66,8 @@ def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            frame.to_csv(handle, index=False)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(safe_csv(frame))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

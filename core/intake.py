@@ -1,13 +1,14 @@
 """Input intake: files and frames to validated canonical encounters, before any model sees them.
 
-Shared by every door that takes encounters (the scoring service behind `readmit score`, the API and
-dashboard uploads): a file is refused whole only when it cannot be read at all; otherwise every
-invalid row is reported by row and column and the valid rows go on.
+Shared by every door that takes encounter files (the scoring service behind `readmit score` and the
+dashboard upload): a file is refused whole only when it cannot be read at all (empty, binary, not
+UTF-8, a header of more than `MAX_COLUMNS` columns, an unknown format, a missing required column);
+otherwise every invalid row, malformed CSV rows included, is reported by row and column and the
+valid rows go on. The rules are `core.validation`'s, the same the API applies.
 """
 from __future__ import annotations
 
 import csv
-import io
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -15,13 +16,23 @@ import numpy as np
 import pandas as pd
 
 from core.errors import RowError, UserError
-from core.schema import COLUMNS, ENCOUNTER_FIELDS, INELIGIBLE_DISPOSITIONS
+from core.schema import COLUMNS, ENCOUNTER_FIELDS, INELIGIBLE_DISPOSITIONS, template_columns
 from core.sources import diabetes130
 from core.sources.discharges import parse_discharges
-from core.validation import check_header, validate_frame
+from core.validation import (
+    at_labels,
+    bounds_message,
+    duplicate_errors,
+    missing_column_message,
+    missing_columns,
+    validate_frame,
+)
 from core.warehouse import Warehouse, WarehouseError
 
 FORMATS = ("diabetes130", "discharges")
+MAX_COLUMNS = 500              # a wider header is refused before it is parsed
+MAX_HEADER_BYTES = 100_000
+MALFORMED_ROWS = "malformed_rows"  # raw.attrs key: {row position: problem} of rows that are not valid CSV
 _MAX_ROW_ERRORS = 10 ** 9
 
 
@@ -37,9 +48,9 @@ def canonical_frame(encounters: pd.DataFrame) -> pd.DataFrame:
             frame[name] = None
     frame["encounter_id"] = frame["encounter_id"].astype(str)
     frame["patient_id"] = frame["patient_id"].astype(str)
-    duplicated = frame["encounter_id"].duplicated()
-    if duplicated.any():
-        raise UserError(f"encounter id {frame['encounter_id'][duplicated].iloc[0]} appears more than once")
+    duplicates = duplicate_errors(frame["encounter_id"])
+    if duplicates:
+        raise UserError(f"encounter {duplicates[0].row} {duplicates[0].problem}")
     if frame["source"].isna().all():
         frame["source"] = "discharges"
     reason = frame["discharge_disposition"].map(INELIGIBLE_DISPOSITIONS)
@@ -53,7 +64,8 @@ def canonical_frame(encounters: pd.DataFrame) -> pd.DataFrame:
 
 
 def impossible_values(frame: pd.DataFrame) -> list[Optional[str]]:
-    """Per row, a description of values outside the schema's plausible bounds (None when all fine)."""
+    """Per row, the numbers outside the schema's plausible bounds, in `core.validation`'s words and
+    without the value (None when all fine)."""
     problems: list[list[str]] = [[] for _ in range(len(frame))]
     for f in ENCOUNTER_FIELDS:
         if f.bounds is None or f.name not in frame.columns or f.name == "icd_version":
@@ -61,7 +73,7 @@ def impossible_values(frame: pd.DataFrame) -> list[Optional[str]]:
         values = pd.to_numeric(frame[f.name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         low, high = f.bounds
         for i in np.flatnonzero((values < low) | (values > high)):
-            problems[i].append(f"{f.name} {values[i]:g} is outside the plausible range {low:g} to {high:g}")
+            problems[i].append(f"{f.name} {bounds_message(f.bounds)}")
     return ["; ".join(p) if p else None for p in problems]
 
 
@@ -100,7 +112,14 @@ def from_warehouse_frame(table: pd.DataFrame) -> pd.DataFrame:
 # --- reading files ---------------------------------------------------------------------------
 
 def read_input_file(path: str | Path, fmt: Optional[str] = None) -> tuple[pd.DataFrame, str]:
-    """Read a CSV with every cell as text and decide its format; refuse unusable files with one line."""
+    """Read a CSV with every cell as text and decide its format; refuse unusable files with one line.
+
+    The header's width is checked on its bytes before anything is parsed, so a header of a million
+    columns is refused at once. Each data line is then read on its own by Python's csv module: a
+    malformed row (bad quoting, a wrong number of cells, a cell over the csv module's size limit) is
+    recorded in `raw.attrs[MALFORMED_ROWS]` (row position -> problem, reported by
+    `to_canonical_rows`) and the other rows are still read. So a cell cannot hold a line break.
+    """
     path = Path(path)
     if fmt is not None and fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}: choose {' or '.join(FORMATS)}")
@@ -111,6 +130,7 @@ def read_input_file(path: str | Path, fmt: Optional[str] = None) -> tuple[pd.Dat
     data = path.read_bytes()
     if not data.strip():
         raise UserError(f"{path} is empty")
+    _check_header_size(path, data)
     if b"\x00" in data[:65536]:
         raise UserError(f"{path} is not a CSV text file (it contains binary data)")
     try:
@@ -118,58 +138,107 @@ def read_input_file(path: str | Path, fmt: Optional[str] = None) -> tuple[pd.Dat
     except UnicodeDecodeError as error:
         line = data[:error.start].count(b"\n") + 1
         raise UserError(f"{path} is not UTF-8 text (first bad byte on line {line}); save it as UTF-8 CSV") from None
-    try:
-        raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False,
-                          skip_blank_lines=True, quoting=csv.QUOTE_MINIMAL)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else "unreadable"
-        raise UserError(f"{path} is not a valid CSV file ({first})") from None
-    raw.columns = [str(c).strip() for c in raw.columns]
-    if len(raw.columns) < 2:
-        raise UserError(f"{path} does not look like a CSV file: its header has {len(raw.columns)} column")
-    detected = fmt or detect_format(raw.columns)
+    header_line, *lines = text.split("\n")
+    header = _header(path, header_line)
+    rows, malformed = _read_rows(lines, len(header))
+    detected = fmt or detect_format(header)
     if detected is None:
-        shown = ", ".join(list(raw.columns)[:6]) + (", ..." if len(raw.columns) > 6 else "")
+        shown = ", ".join(header[:6]) + (", ..." if len(header) > 6 else "")
         raise UserError(f"{path}: unrecognised header ({shown}); expected the Diabetes 130 columns "
                         "(encounter_id, patient_nbr, ..., readmitted) or the discharges template "
                         "(`readmit template`)")
-    if raw.empty:
+    if not rows:
         raise UserError(f"{path} has a header but no data rows")
+    raw = pd.DataFrame(rows, columns=header, dtype=object)
+    raw.attrs[MALFORMED_ROWS] = malformed
     return raw, detected
 
 
+def _check_header_size(path: Path, data: bytes) -> None:
+    """Refuse a header wider than MAX_COLUMNS by counting its separators (an upper bound: a quoted
+    comma counts too), before parsing a byte of it."""
+    end = data.find(b"\n")
+    first = data if end < 0 else data[:end]
+    columns = first.count(b",") + 1
+    if columns > MAX_COLUMNS:
+        raise UserError(f"{path}: the header has {columns:,} columns; at most {MAX_COLUMNS} are read "
+                        "(expected the discharges template or the Diabetes 130 columns)")
+    if len(first) > MAX_HEADER_BYTES:
+        raise UserError(f"{path}: the header line is longer than {MAX_HEADER_BYTES:,} bytes")
+
+
+def _header(path: Path, line: str) -> list[str]:
+    try:
+        header = [name.strip() for name in next(csv.reader((line.removesuffix("\r"),), strict=True))]
+    except csv.Error as error:
+        raise UserError(f"{path}: the header is not valid CSV ({error})") from None
+    if len(header) < 2:
+        raise UserError(f"{path} does not look like a CSV file: its header has {len(header)} column")
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise UserError(f"{path}: column '{repeated[0]}' appears more than once in the header")
+    return header
+
+
+def _read_rows(lines: Sequence[str], width: int) -> tuple[list[list[str]], dict[int, str]]:
+    """Non-blank lines as rows of `width` cells, and the problem of each malformed one by position
+    (its cells are kept as far as they could be read, so its ids can still be shown)."""
+    rows: list[list[str]] = []
+    malformed: dict[int, str] = {}
+    for line in lines:
+        line = line.removesuffix("\r")
+        if not line.strip():
+            continue
+        cells, problem = _read_row(line, width)
+        if problem is not None:
+            malformed[len(rows)] = problem
+        rows.append(cells)
+    return rows, malformed
+
+
+def _read_row(line: str, width: int) -> tuple[list[str], Optional[str]]:
+    try:
+        cells = next(csv.reader((line,), strict=True))
+    except csv.Error as error:
+        return [""] * width, f"the row is not valid CSV ({error})"
+    if len(cells) != width:
+        return (cells + [""] * width)[:width], f"the row has {len(cells)} cells; the header has {width}"
+    return cells, None
+
+
 def detect_format(columns: Sequence[str]) -> Optional[str]:
+    """Diabetes 130 when its key columns are there; otherwise the format whose own columns (those
+    the other format lacks) the header has more of, at least two, so that a file missing a required
+    column is told which one rather than that its header is unrecognised."""
     if diabetes130.header_matches(columns):
         return "diabetes130"
-    required = {f.name for f in ENCOUNTER_FIELDS if f.required}
-    if required.issubset(set(columns)):
-        return "discharges"
-    return None
+    template, d130, present = set(template_columns()), set(diabetes130.REQUIRED_COLUMNS), set(columns)
+    shared = {"diabetes130": len(present & (d130 - template)), "discharges": len(present & (template - d130))}
+    best = max(shared, key=lambda name: shared[name])
+    return best if shared[best] >= 2 else None
 
 
 def to_canonical_rows(raw: pd.DataFrame, fmt: str) -> tuple[pd.DataFrame, list[RowError]]:
-    """Validated raw text rows -> canonical encounters of the valid rows, plus every row error."""
-    if fmt == "diabetes130":
-        return _diabetes_rows(raw)
-    canonical, errors = parse_discharges(raw)
-    return canonical.reset_index(drop=True), list(errors)
+    """Raw text rows -> canonical encounters of the valid rows, plus every row error, malformed rows
+    (`raw.attrs[MALFORMED_ROWS]`) included; rows keep their numbers in the file."""
+    malformed = raw.attrs.get(MALFORMED_ROWS, {})
+    readable = raw.drop(index=list(malformed)) if malformed else raw
+    canonical, errors = _diabetes_rows(readable) if fmt == "diabetes130" else parse_discharges(readable)
+    errors = [*errors, *(RowError(position + 1, None, problem) for position, problem in malformed.items())]
+    return canonical.reset_index(drop=True), sorted(errors, key=lambda e: (e.row or 0, e.column or ""))
 
 
 def _diabetes_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[RowError]]:
-    missing = check_header(list(raw.columns), diabetes130.RULES)
+    missing = missing_columns(list(raw.columns), diabetes130.RULES)
     if missing:
-        raise UserError("the Diabetes 130 file lacks columns: " + ", ".join(e.column for e in missing))
-    errors = validate_frame(raw, diabetes130.RULES, missing_tokens=(diabetes130.MISSING_TOKEN, ""),
-                            max_errors=_MAX_ROW_ERRORS)
-    ids = raw["encounter_id"].astype(str).str.strip()
-    duplicated = ids.duplicated() & (ids != "")
-    errors += [RowError(int(i) + 1, "encounter_id", f"encounter id {ids[i]} appears earlier in the file")
-               for i in np.flatnonzero(duplicated.to_numpy())]
-    errors.sort(key=lambda e: (e.row or 0, e.column or ""))
+        raise UserError("; ".join(missing_column_message(name) for name in missing) + " (Diabetes 130 format)")
+    errors = at_labels(validate_frame(raw, diabetes130.RULES, missing_tokens=(diabetes130.MISSING_TOKEN, ""),
+                                      max_errors=_MAX_ROW_ERRORS), raw.index)
+    errors += duplicate_errors(raw["encounter_id"])
     bad_rows = {e.row for e in errors if e.row}
-    keep = np.array([(i + 1) not in bad_rows for i in range(len(raw))])
-    canonical = diabetes130.to_canonical(raw.loc[keep]) if keep.any() else pd.DataFrame(columns=list(COLUMNS))
-    return canonical.reset_index(drop=True), errors
+    keep = ~(raw.index.astype("int64") + 1).isin(bad_rows)
+    canonical = diabetes130.to_canonical(raw[keep]) if keep.any() else pd.DataFrame(columns=list(COLUMNS))
+    return canonical, errors
 
 
 def errors_frame(errors: Sequence[RowError]) -> pd.DataFrame:

@@ -187,12 +187,13 @@ def _glucose(row: Mapping[str, Any]) -> Described:
 
 def _comorbidities(row: Mapping[str, Any]) -> Described:
     index = _num(row.get("charlson_index"))
-    head = (f"Charlson comorbidity index {index:g} from the diagnosis codes" if index is not None
-            else "Charlson comorbidity index not known")
     conditions = [_lower_first(vocabulary.label("charlson_condition", name)) for name in icd.CHARLSON_CONDITIONS
                   if (_num(row.get(f"cc_{name}")) or 0) > 0]
-    if conditions:
-        head += f" ({', '.join(conditions)})"
+    if index is None:
+        head = "Charlson comorbidity index not known"
+    else:  # computed from the (at most three) codes in the data, not from every diagnosis entered
+        listed = f" ({', '.join(conditions)})" if conditions else ""
+        head = f"Charlson comorbidity index {index:g}{listed} from the diagnosis codes {IN_THESE_RECORDS}"
     diagnoses = _count(row.get("number_diagnoses"), "diagnosis", "diagnoses")
     return (f"{head}; {diagnoses} entered", REPORTED) if diagnoses else (head, None)
 

@@ -12,12 +12,13 @@ boundaries are multiples of `BLOCK_ROWS` also keep every patient inside one chun
 
 Time. Encounters lie in a `WINDOW_DAYS` window ending the day before `end` (a fixed default, so that
 output never depends on the clock; pass today's date once, on the driver, for a live demo). A
-patient's stays are chained: discharge, gap, next admission. The label is drawn first from the
-fitted logistic model and the gap then follows it (1-29 days when readmitted, 32 days or more when
-not; a readmission is never an elective admission), so the label of every non-final stay agrees
-with the next admission under the project's rule (`core.labels`). A final stay keeps its
-drawn label, unless its discharge is less than 31 days before `end` (unknown: null). Death and
-hospice are only drawn for final stays and make the stay ineligible (`core.labels.apply_eligibility`).
+patient's stays are chained: discharge, gap, next admission. Whether a stay is readmitted is drawn
+first from the fitted logistic model and the gap then follows it (1-29 days when readmitted, 32 days
+or more when not; a readmission is an unplanned admission of known type). The label itself is then
+derived from those dates by the project's one rule (`core.labels.labels_from_dates`), the data being
+observed up to the day before `end`: a final stay has no readmission in the data, so it is "not
+readmitted", or unknown (null) when discharged less than 30 days before that day. Death and hospice
+are only drawn for final stays and make the stay ineligible.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.labels import apply_eligibility
+from core.labels import PLANNED_ADMISSION_TYPES, labels_from_dates
 from core.schema import AGE_BANDS, COLUMNS, LIST_SEPARATOR, template_columns
 
 SOURCE = "synthetic"
@@ -47,8 +48,6 @@ LATER_GAP_MIN_DAYS = 32
 LATER_GAP_SCALE_DAYS = 120.0
 LATER_GAP_MAX_DAYS = 700
 DISCHARGE_MINUTES = (9 * 60, 20 * 60)  # discharges happen between 09:00 and 20:00
-PLANNED_ADMISSION = "elective"   # the next admission counts as a readmission only when unplanned
-LABEL_KNOWN_AFTER_DAYS = 31      # a final stay discharged more recently than this has an unknown label
 # Conditioning buckets of the profile (lower edges), shared with scripts/fit_synthetic_profile.py.
 STAY_BUCKETS = (1, 3, 5, 8)        # length of stay 1-2, 3-4, 5-7, 8+ days
 INPATIENT_BUCKETS = (0, 1, 2, 3)   # inpatient stays in the year before: 0, 1, 2, 3+
@@ -246,12 +245,13 @@ def _prior_visits(u, position: np.ndarray, tables: dict[str, Any]) -> dict[str, 
 
 
 def _admissions(u: np.ndarray, unplanned: np.ndarray, table: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Admission type and source, drawn jointly; a readmission (`unplanned`) is never elective, as the
-    label rule counts only unplanned admissions."""
+    """Admission type and source, drawn jointly; a readmission (`unplanned`) is of a known, unplanned
+    type, as the label rule counts only those (an unknown type would make its label unknown)."""
     types, sources = (np.array(side, dtype=object) for side in zip(*table["levels"]))
     counts = np.asarray(table["counts"])
-    not_elective = np.flatnonzero(types != PLANNED_ADMISSION)
-    pair = np.where(unplanned, not_elective[_pick(u, counts[not_elective])], _pick(u, counts))
+    known_types = pd.Series(types)
+    readmission_types = np.flatnonzero(known_types.notna() & ~known_types.isin(PLANNED_ADMISSION_TYPES))
+    pair = np.where(unplanned, readmission_types[_pick(u, counts[readmission_types])], _pick(u, counts))
     return types[pair], sources[pair]
 
 
@@ -366,12 +366,8 @@ def _generate_blocks(first_block: int, blocks: int, seed: int, end: dt.date) -> 
     frame["age_years"] = age
     frame["age_band"] = np.asarray(AGE_BANDS)[(age // 10).astype(np.int64)]
 
-    end_day = int(np.datetime64(end, "D").astype(np.int64))
-    unknown = is_last & (end_day - (admit_day + los) < LABEL_KNOWN_AFTER_DAYS)
-    frame["readmitted_30d"] = np.where(unknown, None, readmitted).astype(object)
-    frame["eligible"] = True
-    frame["ineligible_reason"] = None
-    return apply_eligibility(frame)[list(COLUMNS)]
+    frame["readmitted_30d"] = None
+    return labels_from_dates(frame, observed_until=pd.Timestamp(end) - pd.Timedelta(days=1))[list(COLUMNS)]
 
 
 def generate_chunk(start_row: int, rows: int, seed: int, *, end: dt.date = DEFAULT_END) -> pd.DataFrame:

@@ -1,35 +1,104 @@
-"""Validation of raw input frames (all cells still text) before any mapping.
+"""Validation: the one set of rules every door that takes encounters applies.
 
-Every source adapter describes its columns as `ColumnRule`s; `check_header` and `validate_frame`
-turn a raw frame into a list of `RowError`s that name the row and the column. The discharges
-template derives its rules from `core.schema.ENCOUNTER_FIELDS` (`rules_from_fields`), so the
-upload page, the scorer and the ETL reject the same rows for the same reasons.
+The rules derive from `core.schema.ENCOUNTER_FIELDS` (through `rules_from_fields`) or from a source
+adapter's `ColumnRule`s:
+
+- value rules (`value_problem`): type, finite numbers, plausible bounds, allowed categories, text
+  length, clean text (no control characters such as NUL, no lone surrogates, no U+FFFD left by a
+  byte that was not UTF-8), dates from 1900-01-01 to tomorrow, list size;
+- row rules (`row_problems`): discharge not before admission, length of stay within a day of the
+  dates, age within its age band, ICD version matching the shape of the codes.
+
+Every door calls these functions: the API through `core.schema.EncounterIn`; uploads and `readmit
+score` through `validate_frame` and `frame_row_problems` (`core.sources.discharges`); the ETL through
+`validate_frame` (unreadable cells stop it) and `null_invalid_values` (implausible values are nulled
+and counted). A value that breaks a rule gets the same message everywhere. Messages name the rule,
+never the value: they reach stderr and logs, and a value may be a patient's identifier.
 
 Row numbers are 1-based data rows (the header is not counted), as `RowError` documents.
 """
 from __future__ import annotations
 
+import datetime as dt
+import math
 import re
-from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Sequence
 
+import numpy as np
 import pandas as pd
 
 from core.errors import RowError
-from core.schema import ENCOUNTER_FIELDS, LIST_SEPARATOR, Field, Kind
 
+if TYPE_CHECKING:
+    from core.schema import Field, Kind
+
+LIST_SEPARATOR = ";"
 REPLACEMENT_CHAR = "\ufffd"  # what a non-UTF-8 byte becomes when text is decoded leniently
 TRUE_TOKENS = frozenset({"true", "yes", "1", "y", "t"})
 FALSE_TOKENS = frozenset({"false", "no", "0", "n", "f"})
-_INTEGER = re.compile(r"^[+-]?\d+$")
+EARLIEST_DATE = dt.date(1900, 1, 1)
+OPEN_ENDED_AGE_BAND = 90        # the last band, [90-100), also holds the few patients aged 100 or more
+STAY_TOLERANCE_DAYS = 1.0       # a stay length may differ from its dates by rounding, up to a day
 
+_INTEGER = re.compile(r"^[+-]?\d{1,18}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_AGE_BAND = re.compile(r"^\[(\d+)-(\d+)\)$")
+_ICD9_SHAPE = re.compile(r"^(\d{3}(\.?\d{1,2})?|V\d{2}(\.?\d{1,2})?|E\d{3}(\.?\d)?)$")
+_ICD10_SHAPE = re.compile(r"^[A-Z]\d[0-9A-Z](\.?[0-9A-Z]{1,4})?$")
+
+# --- messages: the same words at every door, never a value ----------------------------------------
+
+REQUIRED = "a value is required"
+PRINCIPAL_REQUIRED = "the first item (the principal diagnosis) is required"
+NOT_FINITE = "must be a finite number"
+CONTROL_CHARACTERS = "must not contain control characters (such as NUL or a line break)"
+LONE_SURROGATE = "must be valid unicode text (it contains a lone surrogate)"
+NOT_UTF8 = "must be valid UTF-8 text"
+KIND_PROBLEMS = {"string": "must be text", "int": "must be a whole number", "float": "must be a number",
+                 "bool": "must be true or false",
+                 "timestamp": "must be a date-time (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS)",
+                 "string_list": "must be a list of texts"}
+
+
+def bounds_message(bounds: tuple[float, float]) -> str:
+    return f"must be between {bounds[0]:g} and {bounds[1]:g}"
+
+
+def allowed_message(allowed: Sequence[str]) -> str:
+    return "must be one of: " + ", ".join(allowed)
+
+
+def length_message(limit: int) -> str:
+    return f"must be at most {limit} characters"
+
+
+def items_message(limit: int) -> str:
+    return f"must have at most {limit} items"
+
+
+def date_message() -> str:
+    return f"must be a date from {EARLIEST_DATE.isoformat()} to tomorrow"
+
+
+def missing_column_message(name: str) -> str:
+    return f"required column '{name}' is missing"
+
+
+def duplicate_message(first_row: int, column: str = "encounter_id") -> str:
+    return f"repeats the {column} of row {first_row}"
+
+
+# --- rules -----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class ColumnRule:
-    """What one raw column must look like.
+    """What one column must hold.
 
     `required`: the column must be in the header; `nullable=False`: every row must have a value.
-    `allowed` and `bounds` apply to present values only (missing is missing, never wrong).
+    `allowed`, `bounds` and the lengths apply to present values only (missing is missing, never
+    wrong). `max_length` bounds a text value, or each item of a list; `max_items` a list's size.
     """
     name: str
     kind: Kind = "string"
@@ -37,13 +106,30 @@ class ColumnRule:
     nullable: bool = True
     allowed: Optional[tuple[str, ...]] = None
     bounds: Optional[tuple[float, float]] = None
+    max_length: Optional[int] = None
+    max_items: Optional[int] = None
 
 
-def rules_from_fields(fields: Iterable[Field] = ENCOUNTER_FIELDS) -> tuple[ColumnRule, ...]:
+def rules_from_fields(fields: Iterable[Field]) -> tuple[ColumnRule, ...]:
     """Rules for the canonical columns a user supplies (derived fields are computed, not read)."""
     return tuple(ColumnRule(f.name, f.kind, required=f.required, nullable=not f.required, allowed=f.allowed,
-                            bounds=f.bounds) for f in fields if not f.derived)
+                            bounds=f.bounds, max_length=f.max_length, max_items=f.max_items)
+                 for f in fields if not f.derived)
 
+
+def latest_date() -> dt.date:
+    """The latest plausible date: tomorrow (a discharge may be entered from another time zone)."""
+    return dt.date.today() + dt.timedelta(days=1)
+
+
+def naive_utc(value: dt.datetime) -> dt.datetime:
+    """A date-time as naive UTC; raises OverflowError when the conversion leaves years 1..9999."""
+    if value.tzinfo is not None:
+        return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value
+
+
+# --- text cells to values --------------------------------------------------------------------------
 
 def parse_bool(text: str) -> Optional[bool]:
     """A boolean cell; None when the text is not a recognised token."""
@@ -51,91 +137,318 @@ def parse_bool(text: str) -> Optional[bool]:
     return True if token in TRUE_TOKENS else False if token in FALSE_TOKENS else None
 
 
-def parse_list(text: Optional[str]) -> Optional[list[str]]:
+def parse_list(text: Optional[str]) -> Optional[list[Optional[str]]]:
     """A ';'-separated list cell; empty items are kept as None so positions survive."""
     if text is None:
         return None
     return [item.strip() or None for item in str(text).split(LIST_SEPARATOR)]
 
 
+def _parse_int(text: str) -> Optional[int]:
+    return int(text) if _INTEGER.match(text) else None
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "string": str, "int": _parse_int, "float": float, "bool": parse_bool,
+    "timestamp": dt.datetime.fromisoformat, "string_list": parse_list}
+
+
+def parse_text(kind: Kind, text: str) -> Any:
+    """A present text cell as a Python value of `kind`; ValueError (the rule's message) when it is not one.
+
+    Numbers may be non-finite here ("nan", "inf", "1e309"): `value_problem` says so, as for JSON."""
+    try:
+        value = _PARSERS[kind](text)
+    except (ValueError, OverflowError):
+        value = None
+    if value is None:
+        raise ValueError(KIND_PROBLEMS[kind])
+    return value
+
+
+# --- value rules -----------------------------------------------------------------------------------
+
+def text_problem(text: str) -> Optional[str]:
+    """Text no door accepts: control characters (NUL, line breaks), lone surrogates, U+FFFD."""
+    if _CONTROL.search(text):
+        return CONTROL_CHARACTERS
+    if _SURROGATE.search(text):
+        return LONE_SURROGATE
+    if REPLACEMENT_CHAR in text:
+        return NOT_UTF8
+    return None
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or value is pd.NaT or value is pd.NA
+
+
+def _string_problem(rule: ColumnRule, value: Any, plausible: bool) -> Optional[str]:
+    if not isinstance(value, str):
+        return KIND_PROBLEMS["string"]
+    problem = text_problem(value)
+    if problem is None and not rule.nullable and not value.strip():
+        problem = REQUIRED
+    if problem is None and rule.allowed is not None and value.strip() not in rule.allowed:
+        problem = allowed_message(rule.allowed)
+    if problem is None and plausible and rule.max_length is not None and len(value) > rule.max_length:
+        problem = length_message(rule.max_length)
+    return problem
+
+
+def _number_problem(rule: ColumnRule, value: Any, plausible: bool) -> Optional[str]:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return KIND_PROBLEMS[rule.kind]
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value):
+            return NOT_FINITE
+        if rule.kind == "int" and not float(value).is_integer():
+            return KIND_PROBLEMS["int"]
+    if plausible and rule.bounds is not None and not rule.bounds[0] <= value <= rule.bounds[1]:
+        return bounds_message(rule.bounds)
+    return None
+
+
+def _bool_problem(rule: ColumnRule, value: Any, plausible: bool) -> Optional[str]:
+    return None if isinstance(value, (bool, np.bool_)) else KIND_PROBLEMS["bool"]
+
+
+def _date_problem(rule: ColumnRule, value: Any, plausible: bool) -> Optional[str]:
+    if not isinstance(value, dt.datetime):
+        return KIND_PROBLEMS["timestamp"]
+    if not plausible:
+        return None
+    try:
+        day = naive_utc(value).date()
+    except OverflowError:
+        return date_message()
+    return None if EARLIEST_DATE <= day <= latest_date() else date_message()
+
+
+def _item_problem(rule: ColumnRule, item: Any, plausible: bool) -> Optional[str]:
+    if not isinstance(item, str):
+        return KIND_PROBLEMS["string"]
+    if plausible and rule.max_length is not None and len(item) > rule.max_length:
+        return length_message(rule.max_length)
+    return text_problem(item)
+
+
+def _list_problem(rule: ColumnRule, value: Any, plausible: bool) -> Optional[str]:
+    if not isinstance(value, (list, tuple)):
+        return KIND_PROBLEMS["string_list"]
+    if not rule.nullable and (not value or _is_missing(value[0]) or not str(value[0]).strip()):
+        return PRINCIPAL_REQUIRED
+    if plausible and rule.max_items is not None and len(value) > rule.max_items:
+        return items_message(rule.max_items)
+    for number, item in enumerate(value, start=1):
+        problem = None if _is_missing(item) else _item_problem(rule, item, plausible)
+        if problem is not None:
+            return f"item {number} {problem}"
+    return None
+
+
+_VALUE_CHECKS = {"string": _string_problem, "int": _number_problem, "float": _number_problem,
+                 "bool": _bool_problem, "timestamp": _date_problem, "string_list": _list_problem}
+
+
+def value_problem(rule: ColumnRule, value: Any, plausible: bool = True) -> Optional[str]:
+    """What is wrong with one typed value under `rule` (None: nothing).
+
+    A missing value is wrong only where the rule is not nullable. `plausible=False` leaves out the
+    plausibility rules (bounds, date range, lengths, list size), which the ETL enforces by nulling
+    (`null_invalid_values`) rather than by refusing the file. NaN is a value here (not finite): frame
+    callers turn missing cells into None first (`python_values`).
+    """
+    if _is_missing(value):
+        return None if rule.nullable else REQUIRED
+    return _VALUE_CHECKS[rule.kind](rule, value, plausible)
+
+
+def cell_problem(rule: ColumnRule, text: str, plausible: bool = True) -> Optional[str]:
+    """What is wrong with one present text cell (stripped, not a missing token) under `rule`."""
+    problem = text_problem(text)
+    if problem is not None:
+        return problem
+    try:
+        value = parse_text(rule.kind, text)
+    except ValueError as error:
+        return str(error)
+    return value_problem(rule, value, plausible)
+
+
+# --- row rules -------------------------------------------------------------------------------------
+
+ROW_RULE_FIELDS = ("admit_time", "discharge_time", "length_of_stay_days", "age_years", "age_band", "icd_version",
+                   "diagnoses")
+
+
+def _present(row: Mapping[str, Any], name: str) -> Any:
+    value = row.get(name)
+    return None if _is_missing(value) else value
+
+
+def _discharge_after_admission(row: Mapping[str, Any]) -> Optional[tuple[str, str]]:
+    admit, discharge = _present(row, "admit_time"), _present(row, "discharge_time")
+    if admit is not None and discharge is not None and naive_utc(discharge) < naive_utc(admit):
+        return "discharge_time", "must not be before admit_time"
+    return None
+
+
+def _stay_matches_dates(row: Mapping[str, Any]) -> Optional[tuple[str, str]]:
+    admit, discharge = _present(row, "admit_time"), _present(row, "discharge_time")
+    stay = _present(row, "length_of_stay_days")
+    if admit is None or discharge is None or stay is None:
+        return None
+    span = (naive_utc(discharge) - naive_utc(admit)).total_seconds() / 86400
+    if span >= 0 and abs(float(stay) - span) > STAY_TOLERANCE_DAYS:
+        return "length_of_stay_days", "must match admit_time to discharge_time within a day"
+    return None
+
+
+def _age_in_band(row: Mapping[str, Any]) -> Optional[tuple[str, str]]:
+    age, band = _present(row, "age_years"), _present(row, "age_band")
+    match = _AGE_BAND.match(band) if isinstance(band, str) and age is not None else None
+    if match is None:
+        return None
+    low, high = int(match.group(1)), int(match.group(2))
+    if age < low or (age >= high and low < OPEN_ENDED_AGE_BAND):
+        return "age_band", "must include age_years"
+    return None
+
+
+def icd_shape_version(code: str) -> Optional[int]:
+    """9 or 10 when a code has the shape of that ICD version only; None when either or neither fits
+    (V45.81 is both; free text is neither)."""
+    code = code.strip().upper()
+    nine, ten = bool(_ICD9_SHAPE.match(code)), bool(_ICD10_SHAPE.match(code))
+    return 9 if nine and not ten else 10 if ten and not nine else None
+
+
+def _icd_version_matches_codes(row: Mapping[str, Any]) -> Optional[tuple[str, str]]:
+    version, codes = _present(row, "icd_version"), _present(row, "diagnoses")
+    if version not in (9, 10) or not isinstance(codes, (list, tuple)):
+        return None
+    for number, code in enumerate(codes, start=1):
+        shape = icd_shape_version(code) if isinstance(code, str) else None
+        if shape is not None and shape != version:
+            return "icd_version", f"must match the diagnosis codes (item {number} is an ICD-{shape} code)"
+    return None
+
+
+_ROW_CHECKS = (_discharge_after_admission, _stay_matches_dates, _age_in_band, _icd_version_matches_codes)
+
+
+def row_problems(row: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Problems between the fields of one encounter whose values each passed the value rules, as
+    (field to blame, message). A rule whose fields are missing does not apply."""
+    return [problem for check in _ROW_CHECKS if (problem := check(row)) is not None]
+
+
+def python_values(values: pd.Series) -> list[Any]:
+    """A column's cells as Python values, missing ones (NaN, NaT, NA) as None."""
+    return values.astype(object).where(values.notna(), None).tolist()
+
+
+def frame_row_problems(frame: pd.DataFrame) -> list[tuple[Any, str, str]]:
+    """`row_problems` of every row of a typed (canonical) frame, as (index label, field, message)."""
+    present = [name for name in ROW_RULE_FIELDS if name in frame.columns]
+    columns = [python_values(frame[name]) for name in present]
+    return [(label, column, message) for label, values in zip(frame.index, zip(*columns))
+            for column, message in row_problems(dict(zip(present, values)))]
+
+
+# --- frames ------------------------------------------------------------------------------------------
+
 def check_header(columns: Sequence[str], rules: Sequence[ColumnRule], known: Optional[Iterable[str]] = None
                  ) -> list[RowError]:
-    """Missing required columns (and, if `known` is given, columns nobody understands)."""
-    present = set(columns)
-    errors = [RowError(None, rule.name, "required column is missing") for rule in rules
-              if rule.required and rule.name not in present]
+    """Missing required columns (and, if `known` is given, columns nobody understands), each named."""
+    errors = [RowError(None, None, missing_column_message(name)) for name in missing_columns(columns, rules)]
     if known is not None:
         known_set = set(known)
-        errors += [RowError(None, name, "unknown column") for name in columns if name not in known_set]
+        errors += [RowError(None, None, f"unknown column '{name}'") for name in columns if name not in known_set]
     return errors
 
 
-def missing_mask(values: pd.Series, missing_tokens: Sequence[str]) -> pd.Series:
-    """True where a raw cell is absent: null, blank or one of the source's missing tokens."""
-    stripped = values.astype("string").str.strip()
-    return stripped.isna() | stripped.isin(list(missing_tokens) + [""])
+def missing_columns(columns: Sequence[str], rules: Sequence[ColumnRule]) -> list[str]:
+    present = set(columns)
+    return [rule.name for rule in rules if rule.required and rule.name not in present]
 
 
-def _bad_type(values: pd.Series, kind: Kind) -> pd.Series:
-    """True where a present value cannot be read as `kind` (string and list cells are always readable)."""
-    text = values.astype("string").str.strip()
-    if kind == "int":
-        return ~text.str.match(_INTEGER).fillna(False).astype(bool)
-    if kind == "float":
-        return pd.to_numeric(text, errors="coerce").isna()
-    if kind == "bool":
-        return text.map(lambda v: parse_bool(v) is None).astype(bool)
-    if kind == "timestamp":
-        return pd.to_datetime(text, errors="coerce", format="ISO8601").isna()
-    return pd.Series(False, index=values.index)
-
-
-def _problem_rows(mask: pd.Series, first_row: int) -> list[int]:
-    positions = [i for i, bad in enumerate(mask.to_numpy()) if bad]
-    return [first_row + i for i in positions]
+def _cell_problems(rule: ColumnRule, present: pd.Series, plausible: bool) -> pd.Series:
+    """`cell_problem` of each present cell, computed once per distinct text."""
+    cells = present.astype(object)
+    found = {text: cell_problem(rule, text, plausible) for text in pd.unique(cells)}
+    return cells.map(found)
 
 
 def validate_frame(raw: pd.DataFrame, rules: Sequence[ColumnRule], missing_tokens: Sequence[str] = ("",),
                    check_bounds: bool = True, first_row: int = 1, max_errors: int = 100) -> list[RowError]:
     """Cell-level problems of a raw text frame, in row order, at most `max_errors` of them.
 
-    Checks, for each rule whose column is present: required values, type, allowed values and (if
-    `check_bounds`) numeric bounds; and, for every column, text that was not valid UTF-8.
+    For each rule whose column is present: required values, then `cell_problem` (clean text, type,
+    allowed values and, if `check_bounds`, the plausibility rules); any other column: clean text.
+    Rows are numbered by position, from `first_row`.
     """
+    by_name = {rule.name: rule for rule in rules}
     errors: list[RowError] = []
     for column in raw.columns:
-        text = raw[column].astype("string")
-        broken = text.str.contains(REPLACEMENT_CHAR, regex=False).fillna(False).astype(bool)
-        errors += [RowError(row, column, "text is not valid UTF-8") for row in _problem_rows(broken, first_row)]
-    for rule in rules:
-        if rule.name not in raw.columns:
-            continue
-        values = raw[rule.name]
-        absent = missing_mask(values, missing_tokens)
+        rule = by_name.get(column, ColumnRule(column))
+        text = raw[column].astype("string").str.strip()
+        absent = (text.isna() | text.isin([*missing_tokens, ""])).to_numpy(dtype=bool)
         if not rule.nullable:
-            errors += [RowError(row, rule.name, "a value is required")
-                       for row in _problem_rows(absent, first_row)]
-        present = values[~absent]
-        bad_type = _bad_type(present, rule.kind)
-        errors += [RowError(first_row + values.index.get_loc(i), rule.name,
-                            f"'{present[i]}' is not a valid {_KIND_WORDS[rule.kind]}")
-                   for i in present.index[bad_type.to_numpy()]]
-        typed = present[~bad_type.to_numpy()]
-        if rule.allowed is not None and rule.kind == "string":
-            outside = ~typed.astype("string").str.strip().isin(rule.allowed)
-            errors += [RowError(first_row + values.index.get_loc(i), rule.name,
-                                f"'{typed[i]}' is not one of: {', '.join(rule.allowed)}")
-                       for i in typed.index[outside.to_numpy()]]
-        if check_bounds and rule.bounds is not None and rule.kind in ("int", "float"):
-            low, high = rule.bounds
-            numbers = pd.to_numeric(typed.astype("string").str.strip(), errors="coerce")
-            outside = (numbers < low) | (numbers > high)
-            errors += [RowError(first_row + values.index.get_loc(i), rule.name,
-                                f"{typed[i]} is outside the plausible range {low:g} to {high:g}")
-                       for i in typed.index[outside.to_numpy()]]
+            errors += [RowError(first_row + int(p), column, REQUIRED) for p in np.flatnonzero(absent)]
+        problems = _cell_problems(rule, text[~absent], check_bounds)
+        bad = problems.notna().to_numpy(dtype=bool)
+        positions = np.flatnonzero(~absent)[bad]
+        errors += [RowError(first_row + int(p), column, m) for p, m in zip(positions, problems[bad])]
     errors.sort(key=lambda e: (e.row or 0, e.column or ""))
     return errors[:max_errors]
 
 
-_KIND_WORDS = {"string": "text", "int": "whole number", "float": "number", "bool": "true/false value",
-               "timestamp": "date-time (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS)", "string_list": "list"}
+def at_labels(errors: Iterable[RowError], index: pd.Index) -> list[RowError]:
+    """Errors numbered by position (from 1) renumbered as the frame's index label + 1, so the rows of
+    a subset keep the row numbers of the whole file."""
+    return [replace(e, row=int(index[e.row - 1]) + 1) if e.row else e for e in errors]
+
+
+def duplicate_errors(ids: pd.Series, column: str = "encounter_id") -> list[RowError]:
+    """Rows that repeat an earlier row's id (blank ids aside), naming that row (index label + 1),
+    never the id."""
+    text = ids.astype("string").str.strip()
+    present = (text.notna() & (text != "")).to_numpy(dtype=bool)
+    first: dict[str, int] = {}
+    errors = []
+    for label, value in zip(ids.index[present], text[present]):
+        if value in first:
+            errors.append(RowError(int(label) + 1, column, duplicate_message(first[value], column)))
+        else:
+            first[value] = int(label) + 1
+    return errors
+
+
+def null_invalid_values(frame: pd.DataFrame, rules: Sequence[ColumnRule]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ETL's way with implausible values: a copy of a typed frame with every value that breaks a
+    value rule, then every value a row rule blames, set to null; and the boolean frame of the cells
+    it nulled (to count them). The encounter itself is kept."""
+    out = frame.copy()
+    nulled = pd.DataFrame(False, index=frame.index, columns=[r.name for r in rules if r.name in frame.columns])
+    for rule in rules:
+        if rule.name in nulled.columns:
+            values = pd.Series(python_values(out[rule.name]), index=out.index, dtype=object)
+            present = values.notna().to_numpy(dtype=bool)
+            nulled.loc[present, rule.name] = _value_problems(rule, values[present]).notna().to_numpy(dtype=bool)
+            out[rule.name] = out[rule.name].where(~nulled[rule.name], None)
+    for label, column, _ in frame_row_problems(out):
+        if column in nulled.columns:
+            nulled.loc[label, column] = True
+    for column in nulled.columns:
+        out[column] = out[column].where(~nulled[column], None)
+    return out, nulled
+
+
+def _value_problems(rule: ColumnRule, values: pd.Series) -> pd.Series:
+    """`value_problem` of each present typed value, once per distinct value where values are hashable."""
+    if rule.kind == "string_list":
+        return values.map(lambda value: value_problem(rule, value))
+    found = {value: value_problem(rule, value) for value in pd.unique(values)}
+    return values.map(found)

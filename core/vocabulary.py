@@ -14,6 +14,8 @@ import math
 import re
 from typing import Any, Optional
 
+import numpy as np
+
 from core import icd
 from core.features import MISSING_LEVEL, OTHER_LEVEL
 from core.schema import AGE_BANDS
@@ -216,7 +218,7 @@ def is_missing(level: Any) -> bool:
 
 
 def _text(level: Any) -> str:
-    if isinstance(level, bool):
+    if isinstance(level, (bool, np.bool_)):
         return "yes" if level else "no"
     return str(level).strip()
 
@@ -226,8 +228,8 @@ def _readable(field: str, text: str) -> str:
     if _CODE_LIKE.match(text):
         noun = _CODE_NOUN.get(field, field.replace("_", " ").capitalize())
         return f"{noun} code {text} ({NOT_DOCUMENTED})"
-    words = _CAMEL.sub(" ", text.replace("_", " ")).split()
-    return " ".join(words)[:1].upper() + " ".join(words)[1:]
+    words = " ".join(_CAMEL.sub(" ", text.replace("_", " ")).split())
+    return words[:1].upper() + words[1:]
 
 
 def label(field: str, level: Any, icd_version: Optional[int] = None) -> str:

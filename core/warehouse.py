@@ -189,8 +189,17 @@ def _local_dirs(uri: str) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
 
-LOCAL_STORAGE = Storage(_local_dirs, lambda uri: local_path(uri).exists(),
-                        lambda uri: shutil.rmtree(local_path(uri), ignore_errors=True))
+def _local_delete(uri: str) -> None:
+    """Rename to a dot-prefixed name first: a deletion cut short leaves a leftover, never a version that
+    still has its manifest but lost some of its Parquet files."""
+    folder = local_path(uri)
+    doomed = folder if folder.name.startswith(".") else folder.with_name(f".{folder.name}.deleting")
+    if doomed != folder:
+        os.replace(folder, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+LOCAL_STORAGE = Storage(_local_dirs, lambda uri: local_path(uri).exists(), _local_delete)
 
 
 def prune(root: str, pointer: Mapping[str, Any], storage: Storage, writers_idle: bool, keep: int = KEEP_VERSIONS,

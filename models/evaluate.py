@@ -15,7 +15,8 @@ an error, not a silently smaller denominator.
   threshold on their validation predictions.
 
 Output in the model folder (or `out_dir`): `metrics.json`; the dashboard draws its figures from it
-(`serving.figures`).
+(`serving.figures`). When metrics.json lands in the model folder, the model card (README.md) is
+re-rendered from it, so the two never disagree.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from core.encoding import encode
 from core.errors import UserError
 from core.lace import LaceModel, lace_score
 from core.warehouse import Warehouse
+from models.card import write_card
 from models.data import read_split
 from models.inference import ReadmitPredictor  # the model engineer's loader
 
@@ -184,7 +186,14 @@ def evaluate(warehouse_root: str | Path, model_dir: str | Path, split: str = "te
         "model_info": metrics.json_safe(info),
     }
     write_outputs(report, out_dir or model_dir)
+    if writes_model_folder(model_dir, out_dir):
+        write_card(model_dir)
     return report
+
+
+def writes_model_folder(model_dir: str | Path, out_dir: Optional[str | Path]) -> bool:
+    """Whether metrics.json goes to the model folder itself (then its card must be re-rendered)."""
+    return out_dir is None or Path(out_dir).resolve() == Path(model_dir).resolve()
 
 
 def write_outputs(report: dict[str, Any], folder: str | Path) -> Path:

@@ -7,6 +7,7 @@ them as plotly JSON; the dashboard shows the same figures.
 """
 from __future__ import annotations
 
+import textwrap
 from typing import Any, Mapping, Optional
 
 import pandas as pd
@@ -184,29 +185,78 @@ def all_figures(results: Results, primary: Optional[str] = None,
     return figures
 
 
-def contributions_figure(contrib: pd.DataFrame, base_risk: Optional[float], top: int = 10):
-    """Plotly waterfall: base risk, the `top` biggest contributions, the rest, the patient's risk."""
-    base = float(base_risk) if base_risk is not None and not pd.isna(base_risk) else 0.0
-    shown, rest = contrib.head(top), contrib.iloc[top:]
-    labels = ["average patient"] + [r.text for r in shown.itertuples()]
-    values = [base] + shown["contribution"].tolist()
-    measures = ["absolute"] + ["relative"] * len(shown)
+CONTRIBUTION_TOP = 8       # factors drawn one by one; the rest share one "all other factors" bar
+LABEL_WRAP = 40            # characters per label line: fits a 390 px phone screen at 13 px
+_LINE_PX, _BAR_PX, _GAP_PX, _ROW_GAP_PX = 17, 22, 3, 14   # one row: label lines, gap, bar, gap
+
+
+def wrap_label(text: Any, width: int = LABEL_WRAP) -> str:
+    """A label broken onto lines of at most `width` characters with <br>: plotly never wraps text itself."""
+    return "<br>".join(textwrap.wrap(str(text), width)) or str(text)
+
+
+def points_text(points: float) -> str:
+    """A contribution in percentage points: '+12.1 pts', '-3.0 pts', '0.0 pts' (never '-0.0')."""
+    rounded = round(points, 1)
+    return "0.0 pts" if rounded == 0 else f"{rounded:+.1f} pts"
+
+
+def _contribution_rows(contrib: pd.DataFrame, base: float, top: int) -> list[dict[str, Any]]:
+    """Waterfall rows in percent, each with the extent of its bar (`low`, `high`): the average patient,
+    the `top` biggest factors, all other factors, this patient."""
+    ordered = contrib.reindex(contrib["contribution"].abs().sort_values(ascending=False, kind="stable").index)
+    shown, rest = ordered.head(top), ordered.iloc[top:]
+    steps = [(str(r.text), 100 * float(r.contribution)) for r in shown.itertuples()]
     if len(rest):
-        labels.append(f"{len(rest)} other factors")
-        values.append(float(rest["contribution"].sum()))
-        measures.append("relative")
-    labels.append("this patient")
-    values.append(0.0)
-    measures.append("total")
+        steps.append((f"All other factors ({len(rest)})", 100 * float(rest["contribution"].sum())))
+    rows = [{"label": "Average patient", "x": 100 * base, "measure": "absolute", "text": f"{100 * base:.1f}%",
+             "low": min(0.0, 100 * base), "high": max(0.0, 100 * base)}]
+    level = 100 * base
+    for label, points in steps:
+        rows.append({"label": label, "x": points, "measure": "relative", "text": points_text(points),
+                     "low": min(level, level + points), "high": max(level, level + points)})
+        level += points
+    risk = 100 * (base + float(contrib["contribution"].sum()))
+    rows.append({"label": "This patient", "x": 0.0, "measure": "total", "text": f"{risk:.1f}%",
+                 "low": min(0.0, risk), "high": max(0.0, risk)})
+    return rows
+
+
+def contributions_figure(contrib: pd.DataFrame, base_risk: Optional[float], top: int = CONTRIBUTION_TOP) -> go.Figure:
+    """Horizontal waterfall in percent: the average patient's risk, the `top` biggest contributions in
+    percentage points, all other factors, this patient's risk.
+
+    Each label sits above its bar, wrapped onto lines, so the bars keep the full width on a phone as on a
+    desktop (labels beside the bars took 60% of a 390 px screen). The y axis counts pixels, so the height
+    grows with the wrapped lines. Every value is written just right of its bar, with a fixed right margin
+    for the longest bar, so no value is clipped at any width.
+    """
+    base = float(base_risk) if base_risk is not None and not pd.isna(base_risk) else 0.0
+    rows = _contribution_rows(contrib, base, top)
+    centers, annotations, cursor = [], [], 0.0
+    for row in rows:
+        label = wrap_label(row["label"])
+        bar_top = cursor + (label.count("<br>") + 1) * _LINE_PX + _GAP_PX
+        centers.append(bar_top + _BAR_PX / 2)
+        annotations += [dict(xref="paper", x=0, xanchor="left", y=bar_top - _GAP_PX, yanchor="bottom", text=label,
+                             align="left", showarrow=False, font=dict(size=13, color="#222222")),
+                        dict(x=row["high"], xanchor="left", xshift=4, y=centers[-1], yanchor="middle", text=row["text"],
+                             showarrow=False, font=dict(size=13, color="#222222"))]
+        cursor = bar_top + _BAR_PX + _ROW_GAP_PX
+    low, high = min(r["low"] for r in rows), max(r["high"] for r in rows)
     fig = go.Figure(go.Waterfall(
-        orientation="h", y=labels, x=values, measure=measures,
+        orientation="h", y=centers, x=[r["x"] for r in rows], measure=[r["measure"] for r in rows], width=_BAR_PX,
         increasing={"marker": {"color": RAISES}}, decreasing={"marker": {"color": LOWERS}},
-        totals={"marker": {"color": NEUTRAL}},
-        text=[f"{v:+.3f}" if m == "relative" else "" for v, m in zip(values, measures)], textposition="outside"))
-    fig.update_layout(title="What moved this patient's risk (orange raises it, blue lowers it)",
-                      yaxis={"autorange": "reversed"}, height=120 + 32 * len(labels),
-                      margin={"l": 10, "r": 10, "t": 50, "b": 10}, showlegend=False,
-                      xaxis_title="contribution to predicted risk")
+        totals={"marker": {"color": NEUTRAL}}, connector={"visible": False},  # it would cross the labels
+        customdata=[[r["label"], r["text"]] for r in rows], hovertemplate="%{customdata[0]}: %{customdata[1]}<extra></extra>"))
+    fig.update_layout(
+        title=dict(text="What moved this patient's risk", xref="paper", x=0, xanchor="left",
+                   subtitle=dict(text="Orange raises it, blue lowers it (percentage points)")),
+        template="plotly_white", showlegend=False, annotations=annotations, height=int(cursor) + 110,
+        margin=dict(l=10, r=80, t=70, b=40))
+    fig.update_yaxes(range=[cursor, 0], visible=False, fixedrange=True)
+    fig.update_xaxes(range=[low, high + 0.02 * (high - low or 1.0)], ticksuffix="%", fixedrange=True,
+                     title_text="predicted 30-day risk", automargin=True)
     return fig
 
 

@@ -1,8 +1,6 @@
 """The Upload page: the discharges template, and scoring an uploaded file."""
 from __future__ import annotations
 
-import csv
-import io
 import os
 import tempfile
 from dataclasses import dataclass
@@ -14,6 +12,7 @@ import pandas as pd
 
 from core.errors import UserError
 from core.schema import template_columns, template_example_row
+from core.spreadsheet import safe_csv
 
 
 @dataclass
@@ -24,11 +23,8 @@ class UploadResult:
 
 
 def template_csv() -> bytes:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=template_columns(), lineterminator="\n")
-    writer.writeheader()
-    writer.writerow(template_example_row())
-    return buffer.getvalue().encode()
+    """The discharges template with its example row, formula-safe like every CSV the product writes."""
+    return safe_csv(pd.DataFrame([template_example_row()], columns=template_columns()))
 
 
 def score_upload(service, data: bytes, filename: str = "upload.csv", warehouse: Optional[str] = None) -> UploadResult:

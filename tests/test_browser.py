@@ -100,4 +100,5 @@ def test_worklist_patient_upload_download(served, page):
         raise
     audit = (logs / "audit.jsonl").read_text()
     assert patient_id in audit
-    print(f"\nbrowser: home {home_s:.1f} s, worklist {worklist_s:.1f} s")
+    # Generous bounds for a shared 2-core machine; the measured figures live in docs/dashboard.md.
+    assert home_s < 60 and worklist_s < 60, f"home {home_s:.1f} s, worklist {worklist_s:.1f} s"

@@ -30,6 +30,7 @@ def _days(a: pd.Timestamp, b: pd.Timestamp) -> int:
 def pandas_reference(folder: Path) -> pd.DataFrame:
     """Labels and history recomputed with plain pandas, admission by admission."""
     adm = pd.read_csv(folder / "ADMISSIONS.csv", parse_dates=["admittime", "dischtime"])
+    observed_until = max(adm.admittime.max(), adm.dischtime.max())
     dod = pd.read_csv(folder / "PATIENTS.csv", parse_dates=["dod"]).set_index("subject_id")["dod"]
     dx = pd.read_csv(folder / "DIAGNOSES_ICD.csv", dtype={"icd9_code": str})
     px = pd.read_csv(folder / "PROCEDURES_ICD.csv")
@@ -38,10 +39,14 @@ def pandas_reference(folder: Path) -> pd.DataFrame:
     for subject, stays in adm.sort_values(["subject_id", "admittime", "hadm_id"]).groupby("subject_id"):
         stays = stays.reset_index(drop=True)
         for i, stay in stays.iterrows():
-            nxt = stays.iloc[i + 1] if i + 1 < len(stays) else None
+            after = stays.iloc[i + 1:]
+            after = after[after.admittime.dt.normalize() >= stay.dischtime.normalize()]
+            nxt = after.iloc[0] if len(after) else None
             prev = stays.iloc[i - 1] if i > 0 else None
-            label = bool(nxt is not None and 0 <= _days(stay.dischtime, nxt.admittime) <= 30
-                         and nxt.admission_type != "ELECTIVE")
+            if nxt is not None:
+                label = 0 <= _days(stay.dischtime, nxt.admittime) <= 30 and nxt.admission_type != "ELECTIVE"
+            else:  # unmatured window at the end of the data: unknown, not false
+                label = False if _days(stay.dischtime, observed_until) >= 30 else None
             death = dod.get(subject)
             reason = None
             if stay.hospital_expire_flag == 1 or stay.discharge_location == "DEAD/EXPIRED":
@@ -76,8 +81,10 @@ def test_demo_headline_counts(demo):
     assert len(pdf) == 129 and pdf.index.is_unique and pdf.patient_id.nunique() == 100
     assert (pdf.source == "mimic3").all() and (pdf.icd_version == 9).all()
     labels = pdf.readmitted_30d.map({True: "true", False: "false", None: "null"}).value_counts().to_dict()
-    assert labels == {"false": 69, "null": 49, "true": 11}
+    assert labels == {"false": 68, "null": 50, "true": 11}  # before the one label rule: 69 false, 49 null
     assert pdf.ineligible_reason.value_counts().to_dict() == {"died": 48, "hospice": 1}
+    unmatured = pdf.index[pdf.eligible & pdf.readmitted_30d.isna()].tolist()
+    assert unmatured == ["153826"]  # discharged on the last day of the data: window not observed
     assert int((pdf.discharge_disposition == "expired").sum()) == 40
     assert int(pdf.days_since_last_discharge.notna().sum()) == 29 == int((pdf.encounter_seq > 1).sum())
     assert pdf.prior_outpatient_visits.isna().all() and pdf.medication_changes.isna().all()

@@ -10,11 +10,12 @@ Rules (docs/dashboard.md):
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
 import streamlit as st
+
+from core.config import Settings
 
 DEMO_USER = "demo (not signed in)"
 LAST_ACTIVITY = "_readmit_last_activity"
@@ -29,10 +30,8 @@ class Viewer:
 
 
 def idle_limit_seconds() -> float:
-    try:
-        return float(os.environ.get("READMIT_IDLE_MINUTES", "15")) * 60
-    except ValueError:
-        return 15 * 60
+    """`READMIT_IDLE_MINUTES` (core.config.Settings, read on every run) in seconds."""
+    return Settings().idle_minutes * 60
 
 
 def auth_configured() -> bool:

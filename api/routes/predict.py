@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, status
 
-from api.deps import PROTECTED, BatcherDep, MetricsDep, ScorerDep, SettingsDep
+from api.deps import AUTH_ERRORS, PROTECTED, BatcherDep, MetricsDep, ScorerDep, SettingsDep
 from api.schemas import (
     BatchPrediction,
     BatchRequest,
@@ -17,10 +17,9 @@ from api.schemas import (
     to_canonical_frame,
 )
 
-ERRORS = {400: {"description": "body is not valid JSON"},
-          401: {"description": "missing or invalid API key"},
+ERRORS = {**AUTH_ERRORS, 400: {"description": "body is not valid JSON"},
           413: {"description": "request body (or batch) too large"},
-          422: {"description": "invalid encounter: field-level messages in `detail`"},
+          422: {"description": "invalid encounter: field-level messages in `detail`, never the input"},
           503: {"description": "model not loaded"}}
 
 _EXAMPLE = EncounterRequest.model_config["json_schema_extra"]["examples"][0]
@@ -50,11 +49,7 @@ def predict_batch(batch: Batch, scorer: ScorerDep, settings: SettingsDep, metric
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
                             detail=f"{len(batch.encounters)} encounters in one batch; the limit is "
                                    f"{settings.max_batch} (READMIT_API_MAX_BATCH)")
-    ids = [e.encounter_id for e in batch.encounters]
-    if len(set(ids)) != len(ids):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            detail=[{"type": "value_error", "loc": ["body", "encounters"],
-                                     "msg": "encounter_id values must be unique within a batch"}])
+    ids = [e.encounter_id for e in batch.encounters]  # unique: BatchRequest checks
     scored = scorer.score_encounters(to_canonical_frame(batch.encounters), explain=True, top_reasons=3)
     by_id = {row["encounter_id"]: row for row in scored.to_dict(orient="records")}
     predictions = [Prediction(**prediction_from_row(by_id[i], scorer.model_version)) for i in ids]

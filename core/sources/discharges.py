@@ -1,11 +1,9 @@
 """The discharges template (`readmit template`): parse, validate and map uploaded rows to canonical
 encounters. Pure pandas, shared by the upload page, the scorer and the Spark ETL.
 
-Labels from dates: where a row has no `readmitted_30d`, it is derived from the patient's next
-unplanned (non-elective) admission in the data: no more than 30 calendar days after discharge ->
-True (day 30 counts, day 31 does not), later -> False. With no later admission, the label is False
-only if the data is observed for at least 30 days past that discharge (`observed_until`), else it
-stays unknown (null): a current discharge is not a "no". Died / hospice: ineligible, label null.
+Labels from dates: where a row has no `readmitted_30d`, it is derived by the one rule of
+`core.labels.labels_from_dates` (the patient's next admission 0..30 calendar days after discharge,
+planned ones excluded; unmatured windows null; died / hospice ineligible).
 """
 from __future__ import annotations
 
@@ -15,13 +13,21 @@ import numpy as np
 import pandas as pd
 
 from core.errors import RowError
-from core.labels import READMISSION_WINDOW_DAYS, apply_eligibility, is_readmission
+from core.labels import apply_eligibility, labels_from_dates
 from core.schema import ENCOUNTER_FIELDS, template_columns
-from core.validation import check_header, parse_bool, parse_list, rules_from_fields, validate_frame
+from core.validation import (
+    at_labels,
+    check_header,
+    duplicate_errors,
+    frame_row_problems,
+    naive_utc,
+    parse_text,
+    rules_from_fields,
+    validate_frame,
+)
 
 SOURCE = "discharges"
 RULES = rules_from_fields(ENCOUNTER_FIELDS)
-PLANNED_ADMISSION = "elective"
 
 
 def _text(values: pd.Series) -> pd.Series:
@@ -29,19 +35,34 @@ def _text(values: pd.Series) -> pd.Series:
     return stripped.astype(object).where(stripped.notna() & (stripped != ""), None)
 
 
+def _read(kind: str, text: str):
+    """One cell as validation read it (`core.validation.parse_text`); None where it cannot be read (the
+    ETL nulls such a cell only after `raise_first_invalid` let the file through; uploads drop the row)."""
+    try:
+        value = parse_text(kind, text)
+    except ValueError:
+        return None
+    if kind == "timestamp":
+        try:
+            return naive_utc(value)
+        except OverflowError:
+            return None
+    return _trim(value) if kind == "string_list" else value
+
+
 def _typed(values: pd.Series, kind: str) -> pd.Series:
     text = _text(values)
+    if kind == "string":
+        return text
+    found = {cell: _read(kind, cell) for cell in pd.unique(text.dropna())}
+    cells = text.map(lambda cell: None if cell is None else found[cell])
     if kind == "int":
-        return pd.to_numeric(text, errors="coerce").astype("Int64")
+        return pd.Series(pd.array(cells.tolist(), dtype="Int64"), index=values.index)
     if kind == "float":
-        return pd.to_numeric(text, errors="coerce").astype("float64")
-    if kind == "bool":
-        return text.map(lambda v: None if v is None else parse_bool(v)).astype(object)
+        return pd.to_numeric(cells, errors="coerce").astype("float64")
     if kind == "timestamp":
-        return pd.to_datetime(text, errors="coerce", format="ISO8601")
-    if kind == "string_list":
-        return text.map(lambda v: None if v is None else _trim(parse_list(v))).astype(object)
-    return text
+        return pd.to_datetime(cells, errors="coerce")
+    return cells.astype(object)
 
 
 def _trim(codes: list) -> list:
@@ -77,61 +98,33 @@ def _empty(kind: str, index: pd.Index) -> pd.Series:
     return pd.Series(None, index=index, dtype=object)
 
 
-def _next_unplanned_gap(admits: list, discharge, types: list, start: int) -> Optional[int]:
-    for admit, kind in zip(admits[start:], types[start:]):
-        if pd.isna(admit) or admit < discharge or kind == PLANNED_ADMISSION:
-            continue
-        return int((admit.normalize() - discharge.normalize()).days)
-    return None
-
-
 def derive_labels(encounters: pd.DataFrame, observed_until: Optional[pd.Timestamp] = None) -> pd.DataFrame:
-    """Fill missing `readmitted_30d` from dates (see module doc); needs every encounter of each patient.
-
-    `observed_until` is the last date the data covers (default: the latest date in `encounters`).
-    """
-    if encounters.empty:
-        return encounters
-    if observed_until is None:
-        observed_until = pd.concat([encounters["admit_time"], encounters["discharge_time"]]).max()
-    out = encounters.sort_values(["patient_id", "admit_time", "encounter_id"], kind="mergesort",
-                                 na_position="last").copy()
-    labels = out["readmitted_30d"].astype(object).tolist()
-    for _, rows in out.groupby("patient_id", sort=False).indices.items():
-        admits = out["admit_time"].iloc[rows].tolist()
-        discharges = out["discharge_time"].iloc[rows].tolist()
-        types = out["admission_type"].iloc[rows].tolist()
-        for k, row in enumerate(rows):
-            if labels[row] is not None and not pd.isna(labels[row]):
-                continue
-            if pd.isna(discharges[k]):
-                labels[row] = None
-                continue
-            gap = _next_unplanned_gap(admits, discharges[k], types, k + 1)
-            if gap is not None:
-                labels[row] = is_readmission(gap)
-            elif pd.notna(observed_until) and (observed_until - discharges[k]).days >= READMISSION_WINDOW_DAYS:
-                labels[row] = False
-            else:
-                labels[row] = None
-    out["readmitted_30d"] = pd.Series(labels, index=out.index, dtype=object)
-    return apply_eligibility(out).loc[encounters.index]
+    """Fill missing `readmitted_30d` from dates by `core.labels.labels_from_dates` (supplied labels
+    kept); needs every encounter of each patient. `observed_until`: the last date the data covers
+    (default: the latest date in `encounters`)."""
+    return labels_from_dates(encounters, observed_until)
 
 
 def parse_discharges(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[RowError]]:
     """Template rows (all text) -> (canonical encounters of the valid rows, problems found).
 
-    A header problem (missing required or unknown column) returns no rows. Rows with a cell
-    problem are left out and reported; the others are mapped and labelled from dates.
+    A header problem (missing required or unknown column) returns no rows. Rows breaking a value
+    rule (`validate_frame`), repeating an earlier encounter_id, or breaking a row rule
+    (`frame_row_problems`) are left out and reported; the others are mapped and labelled from dates.
+    Row numbers are the frame's index labels + 1, so a subset of a file keeps the file's numbers.
     """
     header_errors = check_header(list(raw.columns), RULES, known=template_columns())
     if header_errors:
         return rows_to_canonical(raw.iloc[0:0]), header_errors
-    errors = validate_frame(raw, RULES, missing_tokens=("",), check_bounds=True, max_errors=len(raw) * 5 + 1)
-    duplicates = raw["encounter_id"].astype("string").str.strip().duplicated(keep="first")
-    errors += [RowError(i + 1, "encounter_id", f"duplicate encounter_id '{raw['encounter_id'].iloc[i]}'")
-               for i in np.flatnonzero(duplicates.to_numpy())]
-    bad_rows = {e.row - 1 for e in errors if e.row}
-    valid = raw.iloc[[i for i in range(len(raw)) if i not in bad_rows]]
-    canonical = derive_labels(rows_to_canonical(valid))
+    errors = at_labels(validate_frame(raw, RULES, missing_tokens=("",), check_bounds=True,
+                                      max_errors=len(raw) * len(raw.columns) + 1), raw.index)
+    errors += duplicate_errors(raw["encounter_id"])
+    typed = rows_to_canonical(raw[~_labels(raw.index).isin({e.row for e in errors})])
+    errors += [RowError(int(label) + 1, column, message) for label, column, message in frame_row_problems(typed)]
+    canonical = derive_labels(typed[~_labels(typed.index).isin({e.row for e in errors})])
     return canonical.reset_index(drop=True), sorted(errors, key=lambda e: (e.row or 0, e.column or ""))
+
+
+def _labels(index: pd.Index) -> pd.Index:
+    """Row numbers of a frame's rows (index label + 1)."""
+    return index.astype("int64") + 1

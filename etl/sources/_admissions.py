@@ -1,34 +1,32 @@
 """Date-derived patient history and 30-day labels for sources with real admission dates.
 
-Input: one row per admission with `patient_id`, `encounter_id`, `admit_time`, `discharge_time`,
-canonical `admission_type` and `discharge_disposition`, and `death_date` (date of death, null if
-unknown). Output adds `encounter_seq`, `days_since_last_discharge`, `prior_inpatient_visits`,
-`prior_emergency_visits`, `readmitted_30d`, `eligible`, `ineligible_reason`.
+Input: one row per admission with the canonical encounter columns the adapter knows (at least
+`patient_id`, `encounter_id`, `admit_time`, `discharge_time`, canonical `admission_type` and
+`discharge_disposition`, `length_of_stay_days`) and `death_date` (date of death, null if unknown).
+Output: canonical encounters (`etl.spark_schema.encounter_struct()`).
 
-Rules (see docs/sources.md):
-- Admissions of a patient are ordered by admit time, then numeric encounter id.
-- `readmitted_30d` looks at the patient's *next* admission (CMS convention: when the first
-  readmission is planned, later ones do not count for this stay). True when it starts 0..30
-  calendar days after this discharge (day 30 counts, day 31 does not) and is not elective; false
-  otherwise, including the patient's last admission, whose window may run past the end of the
-  data (labelled from what is there). Unknown type of a next admission inside the window: null.
-- Ineligible, label null: disposition expired (`died`) or hospice (`hospice`), as in
-  `core.labels.apply_eligibility`; and a death 0..30 days after discharge without a 30-day
-  readmission (`died`): the window was cut short, so "not readmitted" would be false certainty.
-- `prior_*_visits`: the patient's admissions starting in the 365 days before this admit time
-  (only what the source records), emergency ones counted apart.
-- `days_since_last_discharge`: this admit minus the previous discharge, in fractional days; null
-  for a first admission or when the stays overlap (as in `core.features.add_patient_history`).
+No rule is rewritten here (see docs/sources.md):
+- `readmitted_30d`, `eligible`, `ineligible_reason`: `core.labels.labels_from_dates`, the one label
+  rule, run on whole patients in Spark (`etl.transform.map_patients`) with the data observed up to
+  the latest admit or discharge time of all admissions.
+- `encounter_seq`, `days_since_last_discharge`: `etl.transform.fill_history` in the same pass.
+- `prior_*_visits` (only here): the patient's admissions starting in the 365 days before this admit
+  time (only what the source records), emergency ones counted apart.
 """
 from __future__ import annotations
 
+from typing import Optional
+
+import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
-from core.labels import READMISSION_WINDOW_DAYS
-from core.schema import INELIGIBLE_DISPOSITIONS
+from core.labels import labels_from_dates
+from etl.sources._csv import conform
+from etl.spark_schema import encounter_struct
+from etl.transform import fill_history, map_patients
 
-PLANNED_ADMISSION_TYPES = ("elective",)
 EMERGENCY_ADMISSION_TYPE = "emergency"
 PRIOR_DAYS = 365
 _SECONDS_PER_DAY = 86400.0
@@ -44,54 +42,31 @@ def days_between(start: str | Column, end: str | Column) -> Column:
     return (_seconds(end) - _seconds(start)) / _SECONDS_PER_DAY
 
 
-def _patient_order() -> Window:
-    return Window.partitionBy("patient_id").orderBy(
-        F.col("admit_time").asc_nulls_last(), F.col("encounter_id").cast("long").asc_nulls_last(),
-        F.col("encounter_id"))
+def add_prior_visits(admissions: DataFrame) -> DataFrame:
+    """`prior_inpatient_visits` and `prior_emergency_visits` in the 365 days before each admit time."""
+    prior_year = (Window.partitionBy("patient_id").orderBy(F.col("admit_time").cast("long"))
+                  .rangeBetween(-PRIOR_DAYS * 86400, -1))
+    emergency = (F.col("admission_type") == EMERGENCY_ADMISSION_TYPE).cast("long")
+    return (admissions
+            .withColumn("prior_inpatient_visits", F.count(F.lit(1)).over(prior_year).cast("long"))
+            .withColumn("prior_emergency_visits",
+                        F.coalesce(F.sum(emergency).over(prior_year), F.lit(0)).cast("long")))
 
 
-def readmission_label(days_to_next: Column, next_type: Column, has_next: Column,
-                      discharged: Column) -> Column:
-    """True for a next non-elective admission 0..30 calendar days after discharge."""
-    in_window = days_to_next.between(0, READMISSION_WINDOW_DAYS)
-    return (F.when(~discharged, F.lit(None).cast("boolean"))
-            .when(~has_next | ~in_window, F.lit(False))
-            .when(next_type.isNull(), F.lit(None).cast("boolean"))
-            .otherwise(~next_type.isin(*PLANNED_ADMISSION_TYPES)))
-
-
-def ineligibility(disposition: Column, died_after_discharge: Column, label: Column) -> Column:
-    """`died` / `hospice` reason, or null for an eligible admission."""
-    reason = F.lit(None).cast("string")
-    for value, why in INELIGIBLE_DISPOSITIONS.items():
-        reason = F.when(disposition == value, F.lit(why)).otherwise(reason)
-    return F.coalesce(reason, F.when(died_after_discharge & ~F.coalesce(label, F.lit(False)), F.lit("died")))
+def observed_until(admissions: DataFrame) -> Optional[pd.Timestamp]:
+    """The latest admit or discharge time of all admissions: how far the data is observed."""
+    last = admissions.agg(F.greatest(F.max("admit_time"), F.max("discharge_time")).alias("last")).collect()[0]
+    return pd.Timestamp(last["last"]) if last["last"] is not None else None
 
 
 def add_history_and_labels(admissions: DataFrame) -> DataFrame:
-    """Add encounter order, prior-year counts, days since last discharge, label and eligibility."""
-    order = _patient_order()
-    prior_year = (Window.partitionBy("patient_id").orderBy(F.col("admit_time").cast("long"))
-                  .rangeBetween(-PRIOR_DAYS * 86400, -1))
-    discharge_date = F.to_date("discharge_time")
-    days_to_next = F.datediff(F.to_date(F.lead("admit_time").over(order)), discharge_date)
-    gap = days_between(F.lag("discharge_time").over(order), F.col("admit_time"))
-    died_after = F.coalesce(F.datediff("death_date", discharge_date)
-                            .between(0, READMISSION_WINDOW_DAYS), F.lit(False))
-    out = (admissions
-           .withColumn("encounter_seq", F.row_number().over(order).cast("long"))
-           .withColumn("days_since_last_discharge", F.when(gap >= 0, gap))
-           .withColumn("prior_inpatient_visits", F.count(F.lit(1)).over(prior_year).cast("long"))
-           .withColumn("prior_emergency_visits",
-                       F.sum((F.col("admission_type") == EMERGENCY_ADMISSION_TYPE).cast("long"))
-                       .over(prior_year))
-           .withColumn("prior_emergency_visits", F.coalesce("prior_emergency_visits", F.lit(0)).cast("long"))
-           .withColumn("_label", readmission_label(days_to_next, F.lead("admission_type").over(order),
-                                                   F.lead("encounter_id").over(order).isNotNull(),
-                                                   F.col("discharge_time").isNotNull()))
-           .withColumn("ineligible_reason", ineligibility(F.col("discharge_disposition"), died_after,
-                                                          F.col("_label")))
-           .withColumn("eligible", F.col("ineligible_reason").isNull())
-           .withColumn("readmitted_30d", F.when(F.col("eligible"), F.col("_label")))
-           .drop("_label"))
-    return out
+    """Canonical encounters: prior-year counts, then labels, eligibility, encounter order and days
+    since the last discharge computed per patient by the shared pandas functions."""
+    until = observed_until(admissions)
+    partitions = int(admissions.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    with_death = T.StructType(encounter_struct().fields + [T.StructField("death_date", T.DateType())])
+
+    def complete(patients: pd.DataFrame) -> pd.DataFrame:
+        return fill_history(labels_from_dates(patients, until))
+    return map_patients(conform(add_prior_visits(admissions), with_death), complete, encounter_struct(),
+                        partitions)

@@ -16,8 +16,7 @@ from core.errors import UserError
 from core.icd import normalize_code
 from core.schema import AGE_BANDS
 from etl.sources._admissions import add_history_and_labels, days_between
-from etl.sources._csv import conform, find_table, read_csv, require_table
-from etl.spark_schema import encounter_struct
+from etl.sources._csv import find_table, read_csv, require_table
 
 # Raw values (upper-case, trimmed) -> canonical category. MIMIC-III and MIMIC-IV spellings together.
 # A value missing from a map becomes "other"; values in UNKNOWN_VALUES become null.
@@ -244,7 +243,7 @@ def assemble(source: str, base: DataFrame, parts: list[DataFrame],
     """Join per-admission aggregates onto the admissions, derive history and labels, and project
     onto the canonical encounter. Columns in `zero_when_absent` are 0 for an admission that has
     no row in a table that was read (null when the table is absent); every other missing value
-    stays null."""
+    stays null. Labels, eligibility and history: `etl.sources._admissions`."""
     out = base
     for part in parts:
         out = out.join(part, "encounter_id", "left")
@@ -254,5 +253,5 @@ def assemble(source: str, base: DataFrame, parts: list[DataFrame],
     out = (out.withColumn("source", F.lit(source))
            .withColumn("length_of_stay_days", days_between("admit_time", "discharge_time"))
            .withColumn("age_band", age_band(F.col("age_years"))))
-    return conform(add_history_and_labels(out), encounter_struct())
+    return add_history_and_labels(out)
 
