@@ -7,8 +7,9 @@ import pandas as pd
 import streamlit as st
 
 from serving import figures
+from serving.worklist import count_words
 from ui import chrome, data
-from ui.format import TIER_ICONS, friendly_error, synthetic_banner
+from ui.format import band, friendly_error, synthetic_banner
 
 log = logging.getLogger("readmit.app")
 
@@ -21,7 +22,8 @@ def home(status) -> None:
         return
     try:
         summary = data.summary()
-        capacity = data.capacity(data.calls_per_day())
+        calls = data.calls_per_day()
+        day = data.day_list(data.as_of(), data.follow_up_days(), calls)
     except Exception:
         log.exception("home summary failed")
         friendly_error("the cohort summary")
@@ -31,15 +33,16 @@ def home(status) -> None:
     cols[1].metric("Eligible patients", f"{summary.patients:,}", help="Distinct patients; encounters after death "
                    "or discharge to hospice are not eligible and are not scored.")
     cols[2].metric("Eligible discharges scored", f"{summary.scored:,}")
-    cols[3].metric(f"Flagged at {capacity.calls_per_day} calls/day",
-                   f"{capacity.flagged_fraction:.1%}", help=f"Risk threshold {capacity.threshold:.3f}. "
-                   + capacity.basis)
+    cols[3].metric(f"Call list for {day.as_of:%Y-%m-%d}", count_words(len(day.call_list), "patient"),
+                   help=f"The highest-risk {count_words(calls, 'patient')} of {count_words(len(day.open), 'open patient')} "
+                        f"(discharged in the last {count_words(day.window_days, 'day')}, not yet handled), at "
+                        f"{count_words(calls, 'call')} a day.")
     left, right = st.columns([3, 2])
     with left:
-        st.plotly_chart(figures.risk_histogram_figure(summary.risk_histogram, capacity.threshold), width="stretch")
+        st.plotly_chart(figures.risk_histogram_figure(summary.risk_histogram, None), width="stretch")
     with right:
-        st.subheader("Risk tiers")
-        st.dataframe(pd.DataFrame({"tier": [f"{TIER_ICONS[t]} {t}" for t in summary.tier_counts],
+        st.subheader("Risk bands")
+        st.dataframe(pd.DataFrame({"risk band": [band(t) for t in summary.tier_counts],
                                    "discharges": list(summary.tier_counts.values())}),
                      hide_index=True, width="stretch")
         st.subheader("Data freshness")

@@ -21,6 +21,8 @@ COMMAND_MODULES = (
     "cli.score_commands",     # score
     "cli.app_commands",       # app, demo
     "cli.api_commands",       # api
+    "cli.worklist_commands",  # worklist, outreach
+    "cli.monitor_commands",   # monitor, outcomes, log-predictions, monitor-reference, recalibrate, promote
 )
 
 

@@ -48,11 +48,6 @@ def register(subparsers) -> None:
     parser.add_argument("--build-background", action="store_true",
                         help="summarize the warehouse's training features into the model folder's "
                              "explain_background.safetensors and exit")
-    parser.add_argument("--explain-method", choices=("gradient", "shapley"), default="gradient",
-                        help="gradient: fast integrated gradients (default); shapley: sampled SHAP values, "
-                             "closer to exact, about 0.05-0.1 s per encounter")
-    parser.add_argument("--shapley-samples", type=int, default=16, help="samples per encounter for --explain-method "
-                                                                        "shapley (default 16)")
     parser.add_argument("--background-size", type=int, default=32, help=argparse.SUPPRESS)
     parser.set_defaults(handler=run)
 
@@ -100,8 +95,7 @@ def _score_file(args) -> int:
         raise UserError("--output must differ from --input")
     if not Path(args.input).is_file():  # before the model loads: fail in a moment, not seconds
         raise UserError(f"{args.input}: no such file")
-    service = ScoringService.load(_model_dir(args), explain=not args.no_explain, explain_method=args.explain_method,
-                                  shapley_samples=args.shapley_samples)
+    service = ScoringService.load(_model_dir(args), explain=not args.no_explain)
     predictions, errors = service.score_file(args.input, fmt=args.format, explain=not args.no_explain,
                                              warehouse=args.warehouse, include_invalid=True)
     _atomic_csv(predictions[list(OUTPUT_COLUMNS)], output)
@@ -136,13 +130,12 @@ def _score_warehouse(args) -> int:
         raise UserError(str(error)) from error
     if encounters.empty:
         raise UserError(f"warehouse {args.warehouse} has no encounters to score")
-    service = ScoringService.load(_model_dir(args), explain=not args.no_explain, explain_method=args.explain_method,
-                                  shapley_samples=args.shapley_samples)
+    service = ScoringService.load(_model_dir(args), explain=not args.no_explain)
     predictions = service.score_encounters(encounters, explain=not args.no_explain)
     version = write_predictions(args.warehouse, predictions, manifest={
         "model_version": service.model_version, "model_dir": str(service.model_dir),
         "explained": not args.no_explain, "explanation_background": service.background_source,
-        "explanation_method": args.explain_method,
+        "explanation_method": "two-sided Shapley" if not args.no_explain else None,
         "encounters_version": warehouse.current_tables().get("encounters")})
     print(f"readmit score: {len(predictions)} predictions written to {args.warehouse} "
           f"(predictions version {version}, {time.perf_counter() - started:.1f} s)", file=sys.stderr)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -49,9 +50,22 @@ class Settings(BaseSettings):
                                         "unset: data/operational.sqlite3")
     audit_log: str = Field(str(DEFAULT_AUDIT_LOG), description="the dashboard's access audit file")
     idle_minutes: float = Field(15, gt=0, description="dashboard sessions end after this many idle minutes")
+    follow_up_days: int = Field(30, ge=1, le=365, description="the worklist holds discharges of the last N days")
+    calls_per_day: int = Field(10, ge=1, le=10_000, description="outreach calls a day: today's call list holds "
+                               "the N highest-risk open patients")
+    time_zone: str = Field("UTC", description="the hospital's time zone (IANA name): what 'today' means")
     api_key: Optional[SecretStr] = Field(None, description="API keys, comma-separated (environment only)")
     api_max_batch: int = Field(1000, ge=1, le=100_000, description="most encounters in one /predict/batch")
     api_max_body_bytes: int = Field(4_000_000, ge=1024, description="largest API request body (413 above)")
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_time_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value[:64]!r}: use an IANA name such as Europe/Paris") from None
+        return value
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from itertools import chain
+from typing import Any, Callable, Literal
 
 import numpy as np
 import pandas as pd
@@ -121,7 +122,8 @@ def add_patient_history(encounters: pd.DataFrame) -> pd.DataFrame:
     out["encounter_seq"] = (by_patient.cumcount() + 1).astype("int64")
     los = pd.to_numeric(out["length_of_stay_days"], errors="coerce").fillna(0.0)
     out["prior_stays_los_days"] = los.groupby(out["patient_id"], sort=False).cumsum() - los
-    known_positive = out["readmitted_30d"].map(lambda v: 1.0 if v is True else 0.0).astype("float64")
+    known_positive = pd.Series(np.fromiter((v is True for v in out["readmitted_30d"]), dtype=np.float64, count=len(out)),
+                               index=out.index)
     out["prior_readmissions_30d"] = (known_positive.groupby(out["patient_id"], sort=False).cumsum()
                                      - known_positive)
     previous_discharge = pd.to_datetime(out["discharge_time"]).groupby(out["patient_id"], sort=False).shift(1)
@@ -136,18 +138,88 @@ def _band_mid(band: str) -> float:
     return (float(match.group(1)) + float(match.group(2))) / 2.0 if match else np.nan
 
 
+# --- one Python call per distinct value --------------------------------------------------------
+# The ICD helpers and other per-value rules of `core.icd` are plain Python functions. A batch of
+# many patients holds few distinct codes, bands and medication entries, so each function runs once
+# per distinct value (found by pandas' hashing) and the results are gathered back by index.
+
+def _factorized(values) -> tuple[np.ndarray, list]:
+    """(index of each value into `distinct`, distinct values + [None]): missing values index the None."""
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
+    distinct = list(uniques) + [None]
+    return np.where(codes < 0, len(distinct) - 1, codes), distinct
+
+
+def _gathered(results: list, index: np.ndarray) -> np.ndarray:
+    out = np.empty(len(results), dtype=object)
+    out[:] = results
+    return out[index]
+
+
+def _by_value(fn: Callable[[Any], Any], values) -> np.ndarray:
+    """`[fn(v) for v in values]` (missing values as None), computed once per distinct value."""
+    index, distinct = _factorized(values)
+    return _gathered([fn(v) for v in distinct], index)
+
+
+def _by_pair(fn: Callable[[Any, Any], Any], first, second) -> np.ndarray:
+    """`[fn(a, b) for a, b in zip(first, second)]`, computed once per distinct pair."""
+    a_index, a_distinct = _factorized(first)
+    b_index, b_distinct = _factorized(second)
+    pairs, index = np.unique(a_index * len(b_distinct) + b_index, return_inverse=True)
+    return _gathered([fn(a_distinct[p // len(b_distinct)], b_distinct[p % len(b_distinct)]) for p in pairs],
+                     index.reshape(-1))
+
+
+@dataclass(frozen=True)
+class _Flat:
+    """A column of lists flattened: every item with its row and its position in the row's list."""
+    items: list
+    row: np.ndarray
+    position: np.ndarray
+    lengths: np.ndarray      # -1 for a missing list
+
+    @classmethod
+    def of(cls, lists) -> "_Flat":
+        lengths = np.fromiter((-1 if items is None else len(items) for items in lists), dtype=np.int64,
+                              count=len(lists))
+        sizes = np.maximum(lengths, 0)
+        items = list(chain.from_iterable(items for items in lists if items is not None))
+        row = np.repeat(np.arange(len(lists)), sizes)
+        position = np.arange(len(items)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        return cls(items, row, position, lengths)
+
+    def at(self, values: np.ndarray, position: int) -> np.ndarray:
+        """Per row, the value of its item at `position` (None where the list is shorter or missing)."""
+        out = np.full(len(self.lengths), None, dtype=object)
+        hit = self.position == position
+        out[self.row[hit]] = values[hit]
+        return out
+
+
 def _age_estimate(age_years: pd.Series, age_band: pd.Series) -> pd.Series:
-    # Same as `str.extract(_AGE_BAND).astype(float).mean(axis=1)`, one cached regex per distinct band.
-    bands = age_band.astype("string").tolist()
-    band_mid = pd.Series(np.fromiter((np.nan if b is pd.NA else _band_mid(b) for b in bands),
-                                     dtype=np.float64, count=len(bands)), index=age_band.index)
-    return pd.to_numeric(age_years, errors="coerce").fillna(band_mid)
+    # Same as `str.extract(_AGE_BAND).astype(float).mean(axis=1)`, one regex per distinct band.
+    band_mid = _by_value(lambda b: np.nan if b is None else _band_mid(str(b)), age_band).astype(np.float64)
+    return pd.to_numeric(age_years, errors="coerce").fillna(pd.Series(band_mid, index=age_band.index))
 
 
-def _drug_status_list(changes, drug: str) -> list:
+def _drug_status(changes: _Flat, drug: str) -> np.ndarray:
+    """Per row, the status of the first '<drug>:<status>' entry, "no" when there is none."""
     prefix = f"{drug}:"
-    return [next((item[len(prefix):] for item in (items or []) if item.startswith(prefix)), "no")
-            for items in changes]
+    status = _by_value(lambda item: item[len(prefix):] if item is not None and item.startswith(prefix) else None,
+                       changes.items)
+    out = np.full(len(changes.lengths), "no", dtype=object)
+    hit = np.flatnonzero(status != None)  # noqa: E711 (elementwise on an object array)
+    rows, first = np.unique(changes.row[hit], return_index=True)
+    out[rows] = status[hit[first]]
+    return out
+
+
+def _changed_counts(changes: _Flat) -> np.ndarray:
+    """Per row, the entries whose dose changed (not ':steady'); NaN for a missing list."""
+    changed = _by_value(lambda item: item is not None and not item.endswith(":steady"), changes.items).astype(np.float64)
+    counts = np.bincount(changes.row, weights=changed, minlength=len(changes.lengths))
+    return np.where(changes.lengths < 0, np.nan, counts)
 
 
 def _version(value) -> int:
@@ -155,12 +227,26 @@ def _version(value) -> int:
     return int(value) if pd.notna(value) else 9
 
 
-def _charlson_lists(diagnoses, versions) -> tuple[dict[str, list[float]], list[float]]:
-    conditions = [icd.charlson_conditions((icd.normalize_code(c, v) for c in (codes if codes is not None else [])), v)
-                  for codes, v in zip(diagnoses, versions)]
-    flags = {f"cc_{name}": [1.0 if name in found else 0.0 for found in conditions]
-             for name in icd.CHARLSON_CONDITIONS}
-    return flags, [float(icd.charlson_index(found)) for found in conditions]
+def _charlson(codes: _Flat, normalized: np.ndarray, versions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Charlson flags and index of every row, as `icd.charlson_conditions` over each row's normalized codes.
+
+    A row's conditions depend only on the union of its codes' conditions (the mild/severe rule then
+    applies to the union), so each distinct code is matched once and each distinct union once, on the
+    codes of the first row that has it."""
+    names = icd.CHARLSON_CONDITIONS
+    bit = {name: 1 << i for i, name in enumerate(names)}
+    code_mask = _by_pair(lambda code, v: sum(bit[c] for c in icd.charlson_conditions([code], v)),
+                         normalized, versions[codes.row]).astype(np.int64)
+    row_mask = np.zeros(len(codes.lengths), dtype=np.int64)
+    np.bitwise_or.at(row_mask, codes.row, code_mask)
+    masks, first, inverse = np.unique(row_mask, return_index=True, return_inverse=True)
+    starts = np.cumsum(np.maximum(codes.lengths, 0)) - np.maximum(codes.lengths, 0)
+    found = [icd.charlson_conditions(normalized[starts[r]:starts[r] + max(codes.lengths[r], 0)], versions[r])
+             for r in first]
+    flags = {f"cc_{name}": np.array([1.0 if name in f else 0.0 for f in found])[inverse.reshape(-1)]
+             for name in names}
+    index = np.array([float(icd.charlson_index(f)) for f in found])[inverse.reshape(-1)]
+    return flags, index
 
 
 def _float_values(values) -> np.ndarray:
@@ -201,22 +287,22 @@ def _yes_no(diabetes_med: pd.Series) -> np.ndarray:
     return _object_values(diabetes_med.map({True: "yes", False: "no"}))
 
 
-def _weekdays(discharge: pd.Series) -> list:
-    return [WEEKDAYS[int(d)] if pd.notna(d) else None for d in discharge.dt.dayofweek.tolist()]
+def _weekdays(discharge: pd.Series) -> np.ndarray:
+    names = np.array(WEEKDAYS + (None,), dtype=object)
+    return names[discharge.dt.dayofweek.fillna(len(WEEKDAYS)).to_numpy().astype(np.int64)]
 
 
 def encounter_features(history: pd.DataFrame) -> pd.DataFrame:
     """Row-level features of encounters that already carry their patient history."""
     n = len(history)
-    diagnoses = history["diagnoses"].tolist()
-    versions = [_version(v) for v in history["icd_version"]]
-    changes = history["medication_changes"].tolist()
-    codes = {name: [icd.normalize_code(c[i] if c is not None and len(c) > i else None, v)
-                    for c, v in zip(diagnoses, versions)]
-             for i, name in enumerate(CODE_FEATURES)}
+    diagnoses = _Flat.of(history["diagnoses"].tolist())
+    versions = _by_value(_version, history["icd_version"]).astype(np.int64)
+    changes = _Flat.of(history["medication_changes"].tolist())
+    normalized = _by_pair(icd.normalize_code, diagnoses.items, versions[diagnoses.row])
+    codes = {name: diagnoses.at(normalized, i) for i, name in enumerate(CODE_FEATURES)}
     prior = {name: _float_values(history[name])
              for name in ("prior_outpatient_visits", "prior_emergency_visits", "prior_inpatient_visits")}
-    flags, charlson = _charlson_lists(diagnoses, versions)
+    flags, charlson = _charlson(diagnoses, normalized, versions)
     discharge = pd.to_datetime(history["discharge_time"])
     numeric = {
         "age_years_est": _age_estimate(history["age_years"], history["age_band"]),
@@ -229,9 +315,8 @@ def encounter_features(history: pd.DataFrame) -> pd.DataFrame:
         # Sum only when all three are known: a missing count is not zero.
         "prior_visits_total": (prior["prior_outpatient_visits"] + prior["prior_emergency_visits"]
                                + prior["prior_inpatient_visits"]),
-        "diabetes_meds_given": [float(len(items)) if items is not None else np.nan for items in changes],
-        "diabetes_meds_changed": [float(sum(not i.endswith(":steady") for i in items)) if items is not None
-                                  else np.nan for items in changes],
+        "diabetes_meds_given": np.where(changes.lengths < 0, np.nan, changes.lengths.astype(np.float64)),
+        "diabetes_meds_changed": _changed_counts(changes),
         "charlson_index": charlson,
         "encounter_seq": history["encounter_seq"],
         "prior_stays_los_days": history["prior_stays_los_days"],
@@ -250,15 +335,15 @@ def encounter_features(history: pd.DataFrame) -> pd.DataFrame:
         "admitting_specialty": history["admitting_specialty"],
         "a1c_result": history["a1c_result"],
         "glucose_result": history["glucose_result"],
-        "insulin": _drug_status_list(changes, "insulin"),
-        "metformin": _drug_status_list(changes, "metformin"),
-        "principal_group": [icd.clinical_group(c, v) for c, v in zip(codes["dx_1"], versions)],
-        "dx_1_category": [icd.category(c) for c in codes["dx_1"]],
-        "dx_2_category": [icd.category(c) for c in codes["dx_2"]],
-        "dx_3_category": [icd.category(c) for c in codes["dx_3"]],
+        "insulin": _drug_status(changes, "insulin"),
+        "metformin": _drug_status(changes, "metformin"),
+        "principal_group": _by_pair(icd.clinical_group, codes["dx_1"], versions),
+        "dx_1_category": _by_value(icd.category, codes["dx_1"]),
+        "dx_2_category": _by_value(icd.category, codes["dx_2"]),
+        "dx_3_category": _by_value(icd.category, codes["dx_3"]),
         "discharge_weekday": _weekdays(discharge),
         **codes,
-        **{f"{name}_chapter": [icd.chapter(c, v) for c, v in zip(codes[name], versions)] for name in CODE_FEATURES},
+        **{f"{name}_chapter": _by_pair(icd.chapter, codes[name], versions) for name in CODE_FEATURES},
     }
     columns = {
         "encounter_id": history["encounter_id"].astype("string").array,

@@ -4,15 +4,23 @@ Every value is drawn from `core/data/synthetic_profile.json`: marginal and condi
 and a logistic readmission model estimated on Diabetes 130 by `scripts/fit_synthetic_profile.py`,
 with every cell of fewer than 20 encounters suppressed or merged. No real row is ever used.
 
-Determinism and chunking. A row's random numbers are a hash of (seed, global row index, stream
-name), never a sequential generator. Patients are runs of consecutive rows inside fixed blocks of
-`BLOCK_ROWS` rows (a patient never crosses a block edge), so any row range is computed from the whole
-blocks that cover it and the union of chunks is the same whatever the chunking. Chunks whose
-boundaries are multiples of `BLOCK_ROWS` also keep every patient inside one chunk.
+Determinism and chunking. A stay's random numbers are a hash of (seed, global candidate index,
+stream name), never a sequential generator. Each block of `BLOCK_ROWS` output rows is simulated from
+its own `CANDIDATE_ROWS` candidate stays (patients are runs of consecutive candidates; a patient never
+crosses a block edge); the block's rows are its first `BLOCK_ROWS` candidates that happened before
+`end`. So any row range is computed from the whole blocks that cover it and the union of chunks is the
+same whatever the chunking. Chunks whose boundaries are multiples of `BLOCK_ROWS` also keep every
+patient inside one chunk.
 
-Time. Encounters lie in a `WINDOW_DAYS` window ending the day before `end` (a fixed default, so that
-output never depends on the clock; pass today's date once, on the driver, for a live demo). A
-patient's stays are chained: discharge, gap, next admission. Whether a stay is readmitted is drawn
+Time, stationary. Discharges lie in a `WINDOW_DAYS` window ending the day before `end` (a fixed default,
+so that output never depends on the clock; pass today's date once, on the driver, for a live demo), at a
+steady daily volume and case mix. A patient's first admission is uniform over the window widened
+backwards by the patient's own span (first admission to last discharge): patients whose whole history
+would lie before the window (the burn-in) are never emitted, the earlier stays of those who reach into
+it are kept as their history (so `encounter_seq` and `days_since_last_discharge` are in steady state
+on the window's first day, as derived from the data itself), and stays not yet discharged by `end`
+are dropped. Scenario "drift" (`SCENARIOS`) changes the data from `drift_start(end)` on: see
+`_drifted`. A patient's stays are chained: discharge, gap, next admission. Whether a stay is readmitted is drawn
 first from the fitted logistic model and the gap then follows it (1-29 days when readmitted, 32 days
 or more when not; a readmission is an unplanned admission of known type). The label itself is then
 derived from those dates by the project's one rule (`core.labels.labels_from_dates`), the data being
@@ -28,7 +36,7 @@ import json
 from functools import lru_cache
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -39,8 +47,20 @@ from core.schema import AGE_BANDS, COLUMNS, LIST_SEPARATOR, template_columns
 SOURCE = "synthetic"
 PROFILE_PATH = Path(__file__).resolve().parent / "data" / "synthetic_profile.json"
 BLOCK_ROWS = 32
+# Candidate stays simulated per block: a few are dropped (not yet discharged by `end`), so a block
+# simulates twice what it emits; a block that still runs short (rare) simulates another round.
+CANDIDATE_ROWS = 2 * BLOCK_ROWS
+ROUND_STRIDE = 10**9             # candidate numbers of round r start at r * ROUND_STRIDE
 DEFAULT_END = dt.date(2026, 11, 28)
 WINDOW_DAYS = 730
+SCENARIOS = ("stable", "drift")
+# Scenario "drift", from `drift_start(end)` on (assumptions, chosen to be visible in a demo):
+DRIFT_DAYS_BEFORE_END = 183      # the shift starts six months before `end`
+DRIFT_OLDER_WEIGHT = 2.0         # new patients: age bands from 70 on twice as frequent
+DRIFT_EMERGENCY_SHARE = 0.5      # new patients: half of their other admissions become emergencies
+DRIFT_READMISSION_LOGIT = 0.8    # new patients: readmission log-odds up by this, unexplained by any field
+DRIFT_EXTRA_DIAGNOSES = 3        # coding change, every discharge: three more diagnoses recorded...
+MAX_DIAGNOSES = 16               # ...up to the most a claim can hold
 # Gaps between a discharge and the next admission (assumptions: Diabetes 130 has no dates).
 READMIT_GAP_DAYS = (1, 29)       # whole calendar days; times of day keep the float gap under 30
 READMIT_GAP_SCALE_DAYS = 10.0    # early readmissions are the most frequent (truncated exponential)
@@ -190,15 +210,16 @@ def _stop_hazard(table: dict[str, Any]) -> np.ndarray:
     return np.divide(pmf, at_least, out=np.ones_like(pmf), where=at_least > 0)
 
 
-def patient_starts(seed: int, first_block: int, blocks: int, profile: dict[str, Any]) -> np.ndarray:
-    """For every row of the given blocks, whether a new patient starts there (row 0 of a block always)."""
+def patient_starts(seed: int, candidates: np.ndarray, profile: dict[str, Any]) -> np.ndarray:
+    """For every candidate of a [blocks, width] array of candidate numbers, whether a new patient starts
+    there (the first candidate of a block always), flattened."""
     hazard = _stop_hazard(profile["encounters_per_patient"])
-    rows = np.arange(first_block * BLOCK_ROWS, (first_block + blocks) * BLOCK_ROWS)
-    u = uniforms(seed, rows, "patient_break").reshape(blocks, BLOCK_ROWS)
-    starts = np.zeros((blocks, BLOCK_ROWS), dtype=bool)
+    blocks, width = candidates.shape
+    u = uniforms(seed, candidates.ravel(), "patient_break").reshape(blocks, width)
+    starts = np.zeros((blocks, width), dtype=bool)
     starts[:, 0] = True
     run = np.ones(blocks, dtype=np.int64)
-    for position in range(1, BLOCK_ROWS):
+    for position in range(1, width):
         starts[:, position] = u[:, position] < hazard[run]
         run = np.where(starts[:, position], 1, run + 1)
     return starts.ravel()
@@ -255,15 +276,19 @@ def _admissions(u: np.ndarray, unplanned: np.ndarray, table: dict[str, Any]) -> 
     return types[pair], sources[pair]
 
 
-def _timeline(u, starts: np.ndarray, los: np.ndarray, readmitted: np.ndarray,
-              end: dt.date) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Admission day, admission minute and discharge minute (since the epoch) of every stay.
+def _timeline(u, starts: np.ndarray, los: np.ndarray, readmitted: np.ndarray, end: dt.date,
+              first_admit: Optional[np.ndarray] = None) -> tuple[np.ndarray, ...]:
+    """Admission day, admission minute and discharge minute (since the epoch) of every stay, and the
+    first admission day of every patient.
 
-    A patient's stays are chained (admission, stay, gap that follows the label, next admission) and
-    the whole history is placed at a random point of the window that still fits it, ending at the
-    latest the day before `end`. Histories longer than the window start before it.
+    A patient's stays are chained (admission, stay, gap that follows the label, next admission). The
+    first admission is uniform over [window start - span, end - 1 day], span being the patient's first
+    admission to last discharge: each stay then falls on any day of the window with the same chance,
+    so the window sees a steady stream of stays at every position of a history (a stationary process).
+    `first_admit` (one per patient) keeps the placement of an earlier pass.
     """
-    first_index = np.flatnonzero(starts)[np.cumsum(starts) - 1]
+    patient = np.cumsum(starts) - 1
+    first_index = np.flatnonzero(starts)[patient]
     is_last = np.append(starts[1:], True)
     gap_u = u("gap")
     gap = np.where(readmitted,
@@ -274,27 +299,81 @@ def _timeline(u, starts: np.ndarray, los: np.ndarray, readmitted: np.ndarray,
     advance = los + np.where(is_last, 0, gap)
     before = np.cumsum(advance) - advance
     admit_offset = before - before[first_index]          # days from the patient's first admission
-    span = (admit_offset + los)[is_last]                  # first admission to last discharge, per patient
-    slack = np.maximum(WINDOW_DAYS - span, 0)
-    days_before_end = 1 + np.floor(u("placement")[is_last] * (slack + 1)).astype(np.int64)
-    end_day = int(np.datetime64(end, "D").astype(np.int64))
-    admit_day = (end_day - days_before_end - span)[np.cumsum(starts) - 1] + admit_offset
+    if first_admit is None:
+        span = (admit_offset + los)[is_last]              # first admission to last discharge, per patient
+        window_start = _day_number(end) - WINDOW_DAYS
+        first_admit = window_start - span + np.floor(u("placement")[is_last] * (WINDOW_DAYS + span)).astype(np.int64)
+    admit_day = first_admit[patient] + admit_offset
     admit_minute = admit_day * 1440 + np.floor(u("admit_minute") * 1440).astype(np.int64)
     discharge_minute = (admit_day + los) * 1440 + DISCHARGE_MINUTES[0] + np.floor(
         u("discharge_minute") * (DISCHARGE_MINUTES[1] - DISCHARGE_MINUTES[0])).astype(np.int64)
-    return admit_day, admit_minute, discharge_minute
+    return admit_day, admit_minute, discharge_minute, first_admit
 
 
-def _generate_blocks(first_block: int, blocks: int, seed: int, end: dt.date) -> pd.DataFrame:
-    """Canonical encounters of whole blocks: every patient complete."""
+def _day_number(day: dt.date) -> int:
+    return int(np.datetime64(day, "D").astype(np.int64))
+
+
+def window_start(end: dt.date = DEFAULT_END) -> dt.date:
+    """First day of the window of discharges (earlier stays are only the history of later ones)."""
+    return end - dt.timedelta(days=WINDOW_DAYS)
+
+
+def drift_start(end: dt.date = DEFAULT_END) -> dt.date:
+    """First day of the changes of scenario "drift"."""
+    return end - dt.timedelta(days=DRIFT_DAYS_BEFORE_END)
+
+
+# --- scenario "drift" ------------------------------------------------------------------------------
+
+def _older(table: dict[str, Any]) -> dict[str, Any]:
+    """The age band table with bands from 70 on `DRIFT_OLDER_WEIGHT` times as frequent."""
+    weights = [DRIFT_OLDER_WEIGHT if int(level[1:level.index("-")]) >= 70 else 1.0 for level in table["levels"]]
+    return {"levels": table["levels"], "counts": [c * w for c, w in zip(table["counts"], weights)]}
+
+
+def _more_emergencies(u, shifted: np.ndarray, unplanned: np.ndarray, types: np.ndarray, sources: np.ndarray,
+                      table: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Turn `DRIFT_EMERGENCY_SHARE` of the shifted rows' admissions into emergencies (type and source drawn
+    together from the emergency pairs); a readmission keeps the pair drawn for it."""
+    pair_types, pair_sources = (np.array(side, dtype=object) for side in zip(*table["levels"]))
+    emergency = np.flatnonzero(pair_types == "emergency")
+    pick = emergency[_pick(u("drift_admission"), np.asarray(table["counts"])[emergency])]
+    change = shifted & ~unplanned & (u("drift_emergency") < DRIFT_EMERGENCY_SHARE)
+    return np.where(change, pair_types[pick], types), np.where(change, pair_sources[pick], sources)
+
+
+def _raised(probability: np.ndarray, shifted: np.ndarray) -> np.ndarray:
+    """Readmission probability with `DRIFT_READMISSION_LOGIT` added to the log-odds of shifted rows."""
+    logit = np.log(probability) - np.log1p(-probability)
+    return np.where(shifted, 1.0 / (1.0 + np.exp(-(logit + DRIFT_READMISSION_LOGIT))), probability)
+
+
+def _recoded(frame: pd.DataFrame, end: dt.date) -> pd.DataFrame:
+    """The coding change: from `drift_start(end)` on, every discharge records more diagnoses."""
+    after = (frame["discharge_time"] >= pd.Timestamp(drift_start(end))).to_numpy()
+    counts = frame["number_diagnoses"].to_numpy(dtype=np.int64)
+    frame["number_diagnoses"] = pd.array(np.where(after, np.minimum(counts + DRIFT_EXTRA_DIAGNOSES, MAX_DIAGNOSES),
+                                                  counts), dtype="Int64")
+    return frame
+
+
+# --- the generator, block by block ---------------------------------------------------------------
+
+def _stays(candidates: np.ndarray, starts: np.ndarray, seed: int, end: dt.date,
+           shifted: Optional[np.ndarray] = None,
+           first_admit: Optional[np.ndarray] = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """Every candidate stay (flat candidate numbers, patients starting at `starts`), without encounter ids
+    and labels, and each patient's first admission day. `shifted` (one per patient) applies the case-mix
+    changes of scenario "drift" to those patients, whose placement `first_admit` then keeps."""
     p = load_profile()
-    rows = np.arange(first_block * BLOCK_ROWS, (first_block + blocks) * BLOCK_ROWS, dtype=np.int64)
+    rows = candidates
     n = len(rows)
-    starts = patient_starts(seed, first_block, blocks, p)
     first_index = np.flatnonzero(starts)[np.cumsum(starts) - 1]   # index of the patient's first row
     position = np.arange(n) - first_index
     is_last = np.append(starts[1:], True)
     first_row = rows[first_index]
+    shifted_row = np.zeros(n, dtype=bool) if shifted is None else shifted[np.cumsum(starts) - 1]
 
     def u(stream: str, per_patient: bool = False) -> np.ndarray:
         return uniforms(seed, first_row if per_patient else rows, stream)
@@ -317,7 +396,9 @@ def _generate_blocks(first_block: int, blocks: int, seed: int, end: dt.date) -> 
     diagnoses = np.column_stack([by_group(f"dx_{i}", p["codes"][f"dx_{i}"]) for i in (1, 2, 3)]).tolist()
     for i in np.flatnonzero(n_codes < 3):
         diagnoses[i] = diagnoses[i][:n_codes[i]]
-    band_index = np.searchsorted(np.asarray(AGE_BANDS), _draw(u("age_band", True), cat["age_band"]).astype(str))
+    band_u = u("age_band", True)
+    bands = np.where(shifted_row, _draw(band_u, _older(cat["age_band"])), _draw(band_u, cat["age_band"]))
+    band_index = np.searchsorted(np.asarray(AGE_BANDS), bands.astype(str))
     first_age = band_index * 10 + np.floor(u("age_offset", True) * 10)
     age_group = bucket(first_age, AGE_GROUP_EDGES)
     disposition = np.where(
@@ -327,7 +408,6 @@ def _generate_blocks(first_block: int, blocks: int, seed: int, end: dt.date) -> 
 
     frame = pd.DataFrame({
         "patient_id": _ids("SP", first_row),
-        "encounter_id": _ids("SE", rows),
         "source": SOURCE,
         "encounter_seq": pd.array(position + 1, dtype="Int64"),
         "sex": _draw(u("sex", True), cat["sex"]),
@@ -350,13 +430,15 @@ def _generate_blocks(first_block: int, blocks: int, seed: int, end: dt.date) -> 
     })
     frame["age_band"] = np.asarray(AGE_BANDS)[band_index]  # provisional, for the readmission model
 
-    readmitted = u("readmitted") < readmission_probability(
-        readmission_design(frame, pd.Series(group)), p["readmission"])
+    readmitted = u("readmitted") < _raised(readmission_probability(
+        readmission_design(frame, pd.Series(group)), p["readmission"]), shifted_row)
 
     follows_readmission = (position > 0) & np.roll(readmitted, 1)
-    frame["admission_type"], frame["admission_source"] = _admissions(u("admission"), follows_readmission,
-                                                                     p["admission"])
-    admit_day, admit_minute, discharge_minute = _timeline(u, starts, los, readmitted, end)
+    frame["admission_type"], frame["admission_source"] = _more_emergencies(
+        u, shifted_row, follows_readmission, *_admissions(u("admission"), follows_readmission, p["admission"]),
+        p["admission"])
+    admit_day, admit_minute, discharge_minute, first_admit = _timeline(u, starts, los, readmitted, end,
+                                                                       first_admit)
     previous_discharge = np.roll(discharge_minute, 1)
     frame["admit_time"] = admit_minute.astype("datetime64[m]").astype("datetime64[us]")
     frame["discharge_time"] = discharge_minute.astype("datetime64[m]").astype("datetime64[us]")
@@ -365,21 +447,58 @@ def _generate_blocks(first_block: int, blocks: int, seed: int, end: dt.date) -> 
     age = np.minimum(first_age + np.floor((admit_day - admit_day[first_index]) / 365.25), 99)
     frame["age_years"] = age
     frame["age_band"] = np.asarray(AGE_BANDS)[(age // 10).astype(np.int64)]
+    return frame, first_admit
+
+
+def _candidate_stays(blocks: np.ndarray, round_: int, seed: int, end: dt.date, scenario: str) -> pd.DataFrame:
+    """The candidate stays of one round of the given blocks that were discharged before `end`, in order,
+    with their block (`_block`) and place among the block's candidates (`_order`)."""
+    candidates = (round_ * ROUND_STRIDE + blocks[:, None] * CANDIDATE_ROWS
+                  + np.arange(CANDIDATE_ROWS)[None, :]).astype(np.int64)
+    starts = patient_starts(seed, candidates, load_profile())
+    frame, first_admit = _stays(candidates.ravel(), starts, seed, end)
+    if scenario == "drift":  # again, with the new case mix for patients first admitted after the shift
+        shifted = first_admit >= _day_number(drift_start(end))
+        frame, _ = _stays(candidates.ravel(), starts, seed, end, shifted, first_admit)
+        frame = _recoded(frame, end)
+    frame["_block"] = np.repeat(blocks, CANDIDATE_ROWS)
+    frame["_order"] = round_ * CANDIDATE_ROWS + np.tile(np.arange(CANDIDATE_ROWS), len(blocks))
+    return frame[(frame["discharge_time"] < pd.Timestamp(end)).to_numpy()]
+
+
+def _generate_blocks(first_block: int, blocks: int, seed: int, end: dt.date, scenario: str = "stable") -> pd.DataFrame:
+    """Canonical encounters of whole blocks: each block's first `BLOCK_ROWS` stays discharged before `end`
+    among its candidates (a block short of them simulates more, round after round)."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r} (choose from {', '.join(SCENARIOS)})")
+    numbers = np.arange(first_block, first_block + blocks, dtype=np.int64)
+    parts = [_candidate_stays(numbers, 0, seed, end, scenario)]
+    found = parts[0]["_block"].value_counts().reindex(numbers, fill_value=0)
+    round_ = 1
+    while (short := found.index[found < BLOCK_ROWS].to_numpy()).size:
+        parts.append(_candidate_stays(short, round_, seed, end, scenario))
+        found = found.add(parts[-1]["_block"].value_counts(), fill_value=0)
+        round_ += 1
+    frame = pd.concat(parts, ignore_index=True).sort_values(["_block", "_order"], kind="mergesort")
+    frame = frame[(frame.groupby("_block").cumcount() < BLOCK_ROWS).to_numpy()].reset_index(drop=True)
+    frame["encounter_id"] = _ids("SE", first_block * BLOCK_ROWS + np.arange(len(frame), dtype=np.int64))
+    frame = frame.drop(columns=["_block", "_order"])
 
     frame["readmitted_30d"] = None
     return labels_from_dates(frame, observed_until=pd.Timestamp(end) - pd.Timedelta(days=1))[list(COLUMNS)]
 
 
-def generate_chunk(start_row: int, rows: int, seed: int, *, end: dt.date = DEFAULT_END) -> pd.DataFrame:
+def generate_chunk(start_row: int, rows: int, seed: int, *, end: dt.date = DEFAULT_END,
+                   scenario: str = "stable") -> pd.DataFrame:
     """Canonical encounters for global rows [start_row, start_row + rows): identical for the same
-    arguments, and the same rows whatever the chunking."""
+    arguments, and the same rows whatever the chunking. `scenario` is one of `SCENARIOS`."""
     if start_row < 0 or rows < 0:
         raise ValueError(f"start_row and rows must be >= 0, got {start_row} and {rows}")
     if rows == 0:
-        return _generate_blocks(0, 1, seed, end).iloc[:0].reset_index(drop=True)
+        return _generate_blocks(0, 1, seed, end, scenario).iloc[:0].reset_index(drop=True)
     first_block = start_row // BLOCK_ROWS
     last_block = (start_row + rows - 1) // BLOCK_ROWS
-    frame = _generate_blocks(first_block, last_block - first_block + 1, seed, end)
+    frame = _generate_blocks(first_block, last_block - first_block + 1, seed, end, scenario)
     offset = start_row - first_block * BLOCK_ROWS
     return frame.iloc[offset:offset + rows].reset_index(drop=True)
 
@@ -406,7 +525,7 @@ def to_template_frame(encounters: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_template_csv(path: str | Path, rows: int, seed: int, chunk_rows: int = 100_000,
-                       *, end: dt.date = DEFAULT_END) -> int:
+                       *, end: dt.date = DEFAULT_END, scenario: str = "stable") -> int:
     """Write `rows` synthetic discharges as an upload-template CSV, one chunk in memory at a time.
     Returns the number of rows written."""
     if chunk_rows <= 0:
@@ -415,7 +534,8 @@ def write_template_csv(path: str | Path, rows: int, seed: int, chunk_rows: int =
     with open(path, "w", newline="", encoding="utf-8") as handle:
         handle.write(",".join(template_columns()) + "\n")
         for start in range(0, rows, chunk_rows):
-            chunk = to_template_frame(generate_chunk(start, min(chunk_rows, rows - start), seed, end=end))
+            chunk = to_template_frame(generate_chunk(start, min(chunk_rows, rows - start), seed, end=end,
+                                                     scenario=scenario))
             chunk.to_csv(handle, header=False, index=False)
             written += len(chunk)
     return written

@@ -426,19 +426,21 @@ def duplicate_errors(ids: pd.Series, column: str = "encounter_id") -> list[RowEr
     return errors
 
 
-def null_invalid_values(frame: pd.DataFrame, rules: Sequence[ColumnRule]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def null_invalid_values(frame: pd.DataFrame, rules: Sequence[ColumnRule], row_rules: bool = True
+                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The ETL's way with implausible values: a copy of a typed frame with every value that breaks a
-    value rule, then every value a row rule blames, set to null; and the boolean frame of the cells
-    it nulled (to count them). The encounter itself is kept."""
+    value rule, then (if `row_rules`) every value a row rule blames, set to null; and the boolean
+    frame of the cells it nulled (to count them). The encounter itself is kept. Required columns
+    (ids, diagnoses) cannot be nulled: the ETL refuses a file whose required values break a rule."""
     out = frame.copy()
-    nulled = pd.DataFrame(False, index=frame.index, columns=[r.name for r in rules if r.name in frame.columns])
-    for rule in rules:
-        if rule.name in nulled.columns:
-            values = pd.Series(python_values(out[rule.name]), index=out.index, dtype=object)
-            present = values.notna().to_numpy(dtype=bool)
-            nulled.loc[present, rule.name] = _value_problems(rule, values[present]).notna().to_numpy(dtype=bool)
-            out[rule.name] = out[rule.name].where(~nulled[rule.name], None)
-    for label, column, _ in frame_row_problems(out):
+    nullable = [rule for rule in rules if rule.nullable and rule.name in frame.columns]
+    nulled = pd.DataFrame(False, index=frame.index, columns=[rule.name for rule in nullable])
+    for rule in nullable:
+        values = pd.Series(python_values(out[rule.name]), index=out.index, dtype=object)
+        present = values.notna().to_numpy(dtype=bool)
+        nulled.loc[present, rule.name] = _value_problems(rule, values[present]).notna().to_numpy(dtype=bool)
+        out[rule.name] = out[rule.name].where(~nulled[rule.name], None)
+    for label, column, _ in frame_row_problems(out) if row_rules else ():
         if column in nulled.columns:
             nulled.loc[label, column] = True
     for column in nulled.columns:

@@ -22,7 +22,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from core.errors import RowError, UserError
 from core.features import add_patient_history, build_features, sort_for_history
 from core.schema import COLUMNS, ENCOUNTER_FIELDS
-from core.validation import ColumnRule, check_header, validate_frame
+from core.validation import ColumnRule, missing_columns, null_invalid_values, rules_from_fields, validate_frame
 from core.warehouse import is_remote
 from etl.spark_schema import encounter_struct, feature_struct
 
@@ -65,7 +65,7 @@ def read_text_csv(spark: SparkSession, path: str, rules: Sequence[ColumnRule], w
 
 def require_header(columns: Sequence[str], rules: Sequence[ColumnRule], path: str, what: str) -> None:
     """One clear line when required columns are missing (this also catches non-CSV files)."""
-    missing = [e.column for e in check_header(columns, rules)]
+    missing = missing_columns(columns, rules)
     if missing:
         shown = ", ".join(columns[:8])
         raise UserError(f"{path}: not a {what} file: required column '{missing[0]}' is missing"
@@ -74,11 +74,11 @@ def require_header(columns: Sequence[str], rules: Sequence[ColumnRule], path: st
 
 
 _ERROR_STRUCT = T.StructType([T.StructField("order", T.LongType()), T.StructField("column", T.StringType()),
-                              T.StructField("problem", T.StringType()), T.StructField("key", T.StringType())])
+                              T.StructField("problem", T.StringType())])
 
 
 def find_invalid_cells(raw: DataFrame, rules: Sequence[ColumnRule], missing_tokens: Sequence[str],
-                       check_bounds: bool, key_column: str) -> DataFrame:
+                       check_bounds: bool) -> DataFrame:
     """Every cell problem `core.validation.validate_frame` finds, computed in Spark, in input order."""
     def problems(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
@@ -87,45 +87,27 @@ def find_invalid_cells(raw: DataFrame, rules: Sequence[ColumnRule], missing_toke
                                     first_row=0, max_errors=1000)
             rows = [e.row for e in errors]
             found = pd.DataFrame({"order": frame[ORDER_COLUMN].to_numpy()[rows].astype("int64"),
-                                  "column": [e.column for e in errors], "problem": [e.problem for e in errors],
-                                  "key": frame[key_column].astype(object).to_numpy()[rows]})
+                                  "column": [e.column for e in errors], "problem": [e.problem for e in errors]})
             yield from arrow_batches(found, _ERROR_STRUCT)
     return raw.mapInArrow(problems, _ERROR_STRUCT)
 
 
 def raise_first_invalid(raw: DataFrame, path: str, rules: Sequence[ColumnRule], missing_tokens: Sequence[str],
-                        check_bounds: bool, key_column: str) -> None:
-    """Stop with one line naming file, row and column when any cell is invalid.
+                        check_bounds: bool, key_column: Optional[str] = None) -> None:
+    """Stop with one line naming file, row and column when any cell is invalid; never the value.
 
-    Spark finds whether (and where) there is a problem; for a local file the exact 1-based row
-    number is then recovered by re-reading the file with pandas (only on this error path).
+    Spark finds the first problem in input order; its 1-based row number is the count of rows before
+    it (the order column follows the file), counted on this error path only, for local and remote
+    files alike. `key_column` is no longer used (no message quotes an id); adapters may still pass it.
     """
-    invalid = find_invalid_cells(raw, rules, missing_tokens, check_bounds, key_column)
+    invalid = find_invalid_cells(raw, rules, missing_tokens, check_bounds)
     first = invalid.orderBy("order", "column").limit(1).collect()
     if not first:
         return
     more = invalid.count() - 1
     suffix = f" ({more} more problem{'s' if more != 1 else ''} in the file)" if more else ""
-    local = local_path(path)
-    exact = first_local_error(local, rules, missing_tokens, check_bounds) if local else None
-    if exact is not None:
-        raise UserError(exact.as_text(str(path)) + suffix)
-    error = first[0]
-    raise UserError(f"{path}, row with {key_column} '{error['key']}', column '{error['column']}': "
-                    f"{error['problem']}{suffix}")
-
-
-def first_local_error(path: Path, rules: Sequence[ColumnRule], missing_tokens: Sequence[str],
-                      check_bounds: bool, chunk_rows: int = 200_000) -> Optional[RowError]:
-    """The first cell problem of a local CSV, with its exact data-row number (streams in chunks)."""
-    first_row = 1
-    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
-        for chunk in pd.read_csv(handle, dtype=str, keep_default_na=False, chunksize=chunk_rows):
-            errors = validate_frame(chunk, rules, missing_tokens, check_bounds, first_row=first_row, max_errors=1)
-            if errors:
-                return errors[0]
-            first_row += len(chunk)
-    return None
+    row = raw.filter(F.col(ORDER_COLUMN) < first[0]["order"]).count() + 1
+    raise UserError(RowError(row, first[0]["column"], first[0]["problem"]).as_text(str(path)) + suffix)
 
 
 # --- typed Arrow batches -----------------------------------------------------------------------
@@ -188,24 +170,45 @@ def drop_duplicate_encounters(encounters: DataFrame) -> DataFrame:
 
 
 BOUNDED_FIELDS = tuple(f for f in ENCOUNTER_FIELDS if f.bounds is not None and f.kind in ("int", "float"))
+FULL_RULE_SOURCES = ("discharges",)  # canonical input: every rule uploads and the API apply
+_FULL_RULES = rules_from_fields(ENCOUNTER_FIELDS)
+_BOUNDS_RULES = tuple(ColumnRule(f.name, f.kind, bounds=f.bounds) for f in BOUNDED_FIELDS)
+NULLED_COLUMN = "_nulled"
+
+
+def _null_implausible(frame: pd.DataFrame) -> pd.DataFrame:
+    """`core.validation.null_invalid_values` per source, plus the list of nulled columns of each row."""
+    parts = []
+    for source, part in frame.groupby("source", dropna=False, sort=False):
+        full = source in FULL_RULE_SOURCES
+        cleaned, nulled = null_invalid_values(part, _FULL_RULES if full else _BOUNDS_RULES, row_rules=full)
+        cleaned[NULLED_COLUMN] = [list(nulled.columns[row]) for row in nulled.to_numpy(dtype=bool)]
+        parts.append(cleaned)
+    return pd.concat(parts).loc[frame.index] if parts else frame.assign(**{NULLED_COLUMN: []})
 
 
 def null_out_of_bounds(encounters: DataFrame) -> tuple[DataFrame, int, dict[str, int]]:
-    """Set numbers outside their documented plausible range to null; returns (cleaned, rows, flagged
-    count per column), counted in one pass.
+    """Set implausible values to null; returns (cleaned, rows, nulled count per column), counted in one pass.
 
-    Out-of-range values are flagged, not clipped: a stay of 900 days is a data error, not a very
-    long stay, and clipping would turn it into a believable number.
+    Every source: numbers outside their documented plausible range. The discharges template (input
+    in the canonical schema) also gets every other rule of `core.validation` that uploads and the API
+    refuse a row for: a date outside 1900-01-01..tomorrow, text over its length limit, and the value a
+    row rule blames (a discharge before its admission, a stay that contradicts its dates, an age
+    band that does not hold the age, an ICD version the codes contradict). The encounter is kept.
+    Flagged, not clipped: a stay of 900 days is a data error, not a very long stay, and clipping
+    would turn it into a believable number.
     """
-    outside = {f.name: (F.col(f.name) < f.bounds[0]) | (F.col(f.name) > f.bounds[1]) for f in BOUNDED_FIELDS}
-    counts_row = encounters.agg(F.count(F.lit(1)).alias("_rows"), *[F.sum(F.when(cond, 1).otherwise(0)).alias(name)
-                                                                     for name, cond in outside.items()]).collect()[0]
-    counts = {name: int(counts_row[name] or 0) for name in outside}
-    cleaned = encounters
-    for name, cond in outside.items():
-        if counts[name]:
-            cleaned = cleaned.withColumn(name, F.when(cond, F.lit(None)).otherwise(F.col(name)))
-    return cleaned, int(counts_row["_rows"]), {name: n for name, n in counts.items() if n}
+    schema = T.StructType(encounters.schema.fields + [T.StructField(NULLED_COLUMN, T.ArrayType(T.StringType()))])
+
+    def clean(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            yield from arrow_batches(_null_implausible(batch_frame(batch)), schema)
+    flagged = encounters.mapInArrow(clean, schema)
+    names = [f.name for f in ENCOUNTER_FIELDS if f.name in encounters.columns]
+    counts_row = flagged.agg(F.count(F.lit(1)).alias("_rows"), *[
+        F.sum(F.array_contains(NULLED_COLUMN, name).cast("int")).alias(name) for name in names]).collect()[0]
+    counts = {name: int(counts_row[name] or 0) for name in names}
+    return flagged.drop(NULLED_COLUMN), int(counts_row["_rows"]), {name: n for name, n in counts.items() if n}
 
 
 # --- patient-grouped passes ----------------------------------------------------------------------

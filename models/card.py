@@ -321,14 +321,15 @@ def _eligibility(f: Folder) -> list[str]:
 
 def _outcome() -> list[str]:
     return ["## Label definition and exclusions", "",
-            "### Outcome and horizon", "",
-            "- Outcome: an unplanned readmission to hospital within 30 days of discharge (day 30 counts, day 31 does "
-            "not), predicted at discharge.",
             "- Positive: the encounter's `readmitted` value is `<30` (readmitted within 30 days). `>30` and `NO` "
             "are negative.",
             f"- Excluded from training and evaluation: encounters ending in death or hospice (`discharge_disposition_id` "
             f"{EXCLUDED_DISPOSITIONS}), for which readmission is not a meaningful outcome.",
-            "- Readmissions to another hospital are not observed in this data, so the label undercounts.", ""]
+            "- Readmissions to another hospital are not observed in this data, so the label undercounts.", "",
+            "### Outcome and horizon", "",
+            "Outcome: an unplanned readmission to hospital within 30 days of discharge (day 30 counts, day 31 does "
+            "not). Horizon: 30 days from discharge. The risk is computed at discharge, from the completed record of "
+            "the stay.", ""]
 
 
 def _input_count(config: dict[str, Any]) -> int:
@@ -683,7 +684,7 @@ def _hti1(f: Folder) -> list[str]:
             "### Process used to ensure fairness in development", "",
             "Subgroup measurement and disclosure, without bias mitigation in training: see Fairness.", "",
             "### External validation process", "",
-            "None so far: no data from another hospital system, period or source has been scored. The "
+            "No external validation so far: no data from another hospital system, period or source has been scored. The "
             "independent set of `../shared/EVALUATION.md` holds other patients of the same file and is scored "
             "outside this project; its result for this model is not in this folder. What was done instead: see "
             "Independent-set evaluation protocol.", "",

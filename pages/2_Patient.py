@@ -6,9 +6,11 @@ import logging
 import pandas as pd
 import streamlit as st
 
+from core.errors import UserError
 from serving import audit, figures, patient
+from serving.outreach import STATUS_LABELS, STATUSES
 from ui import chrome, data
-from ui.format import friendly_error, pct, synthetic_banner, tier_label
+from ui.format import call_list_text, friendly_error, pct, synthetic_banner, tier_label
 
 log = logging.getLogger("readmit.app")
 viewer, status = chrome.page("Patient")
@@ -22,6 +24,7 @@ params = st.query_params
 asked_encounter = params.get("encounter", "").strip()
 asked_patient = params.get("patient", "").strip()
 asked_any = params.get("id", "").strip()
+asked_source = params.get("source", "").strip()
 with st.form("lookup"):
     typed = st.text_input("Patient or encounter id", value=asked_encounter or asked_patient or asked_any,
                           key="pt_lookup")
@@ -41,6 +44,9 @@ try:
     encounter_id = (patient.resolve_any_id(wh, asked_any) if asked_any else
                     patient.resolve_encounter(wh, asked_encounter or None, asked_patient or None))
     detail = patient.patient_detail(wh, encounter_id) if encounter_id else None
+    if detail is None or (asked_source and str(detail.encounter.get("source")) != asked_source):
+        detail = (data.uploaded_detail(asked_encounter or asked_any or None, None, asked_source or None)
+                  or data.uploaded_detail(None, asked_patient or asked_any or None, asked_source or None))
 except Exception:
     log.exception("patient lookup failed")
     friendly_error("this patient")
@@ -51,13 +57,16 @@ if detail is None:
     audit.record_access(who, "patient_not_found", asked_patient or asked_any or None, asked_encounter or None,
                         page="Patient")
     st.error(f"Not found: no patient or encounter with id '{asked_encounter or asked_patient or asked_any}' "
-             "in this warehouse.")
+             "in this warehouse or the uploaded discharges.")
     st.stop()
 
 audit.record_access(who, "view_patient", detail.patient_id, detail.encounter_id, page="Patient")
 enc, pred = detail.encounter, detail.prediction or {}
 
 st.subheader(f"Patient {detail.patient_id} · encounter {detail.encounter_id}")
+if detail.uploaded:
+    st.caption(f"Uploaded by {detail.uploaded['uploaded_by']} on {detail.uploaded['uploaded_at']:%Y-%m-%d %H:%M} UTC "
+               f"(file {detail.uploaded['upload_name']}), scored when it was added to the worklist.")
 risk = pred.get("risk")
 scored = risk is not None and not pd.isna(risk)
 service = data.loaded_model() if scored else None
@@ -77,10 +86,10 @@ if not scored:
 else:
     a, b, c = st.columns(3)
     a.metric("Predicted 30-day readmission risk", pct(risk))
-    b.metric("Risk tier", str(pred.get("risk_tier") or "—"), help=tier_label(pred.get("risk_tier")))
+    b.metric("Risk band", str(pred.get("risk_tier") or "—"), help=tier_label(pred.get("risk_tier")))
     pctile = pred.get("risk_percentile")
     c.metric("Percentile among scored discharges", f"{pctile:.0f}" if pctile is not None and not pd.isna(pctile) else "—")
-    st.markdown(f"**{tier_label(pred.get('risk_tier'))}.**")
+    st.markdown(call_list_text(*data.list_position(str(enc.get("source") or "warehouse"), detail.encounter_id)))
     if live is not None and not live.agrees_with(risk):
         st.warning(f"The model loaded now ({live.model_version}) gives {pct(live.risk)} for this discharge, not the "
                    f"stored {pct(risk)} (scored by {pred.get('model_version') or 'an unknown model'}). The stored risk "
@@ -161,3 +170,33 @@ if detail.other_encounters.empty:
     st.write("No other stays on record.")
 else:
     st.dataframe(detail.other_encounters, hide_index=True, width="stretch")
+
+# --- outreach: the call history and a form to record a call ------------------------------------------------
+st.subheader("Outreach")
+outreach_source = str(enc.get("source") or "warehouse")
+calls_made = data.outreach_history(outreach_source, detail.encounter_id, detail.patient_id)
+if calls_made:
+    st.dataframe(pd.DataFrame({
+        "when": [f"{e.recorded_at:%Y-%m-%d %H:%M} UTC" for e in calls_made], "result": [e.label for e in calls_made],
+        "by": [e.recorded_by for e in calls_made],
+        "note": [(e.note or "—") + (" (recorded under another patient id)" if e.patient_mismatch else "")
+                 for e in calls_made]}), hide_index=True, width="stretch", key="pt_history",
+        column_config={"when": "When", "result": "Result", "by": "Recorded by",
+                       "note": st.column_config.TextColumn("Note", width="large")})
+else:
+    st.write("No calls recorded for this discharge yet.")
+with st.form("pt_outreach", clear_on_submit=True):
+    st.markdown(f"**Record a call** (as {viewer.user})")
+    result_code = st.selectbox("Result", STATUSES, format_func=STATUS_LABELS.get, index=STATUSES.index("reached"),
+                               help="Reached, Follow-up booked, Declined and Not needed close the case: the patient "
+                                    "leaves the open list. No answer keeps them on it.")
+    call_note = st.text_input("Note (optional)", max_chars=1000)
+    if st.form_submit_button("Save", type="primary"):
+        try:
+            data.record_outreach(outreach_source, detail.encounter_id, detail.patient_id, result_code, call_note,
+                                 viewer.user)
+        except UserError as error:
+            st.error(str(error))
+        else:
+            st.rerun()
+st.page_link("pages/1_Worklist.py", label="Back to the worklist", icon=":material/arrow_back:")

@@ -1,4 +1,4 @@
-"""Upload: score a discharges CSV (or a Diabetes 130 file) without storing it."""
+"""Upload: score a discharges CSV (or a Diabetes 130 file); store its valid rows only when added to the worklist."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +8,7 @@ import streamlit as st
 from core.errors import UserError
 from core.spreadsheet import safe_csv
 from serving import upload
+from serving.worklist import count_words
 from ui import chrome, data
 from ui.format import friendly_error, synthetic_banner
 
@@ -17,7 +18,8 @@ st.title("Upload")
 synthetic_banner(status)
 st.markdown("Score a file of discharges: one row per discharge, in the template's columns (or a Diabetes 130 "
             "extract). Rows with problems are listed with their row number, column and problem; the other rows "
-            "are scored. **Nothing you upload is stored**: the file is read, scored and discarded.")
+            "are scored. **Nothing you upload is stored** unless you add it to the worklist: otherwise the file is "
+            "read, scored and discarded.")
 st.download_button("Download the template (CSV)", data=upload.template_csv(), file_name="discharges_template.csv",
                    mime="text/csv", key="up_template", on_click="ignore")
 uploaded = st.file_uploader("Discharges file", type=["csv"], key="up_file",
@@ -70,3 +72,30 @@ if scored:
                                 "reason_3": "Reason 3", "problem": "Not scored because"})
     st.download_button("Download the scored rows (CSV)", data=safe_csv(result.predictions),
                        file_name="scored_discharges.csv", mime="text/csv", key="up_download", on_click="ignore")
+
+# --- adding the valid rows to the worklist ----------------------------------------------------------------------
+if scored:
+    st.subheader("Add to the worklist")
+    st.markdown("Store the valid rows, scored with their reasons, in the operational database: discharges in the "
+                "follow-up window join the Worklist, and each opens on the Patient page. Rows with problems are never "
+                "stored; a discharge added before (same source and encounter id) is left as it was.")
+    if st.button("Add these discharges to the worklist", type="primary", key="up_add"):
+        try:
+            with st.spinner("Storing and scoring…"):
+                added = upload.add_to_worklist(data.engine(), service, uploaded.getvalue(), uploaded.name,
+                                               by=viewer.user, warehouse=status.root if status.usable else None)
+        except UserError as error:
+            st.error(f"This file cannot be added: {error}")
+        except Exception:
+            log.exception("adding an upload to the worklist failed")
+            friendly_error("the worklist update")
+        else:
+            parts = [f"Added {count_words(added.added, 'discharge')} to the worklist"]
+            if added.already:
+                parts.append(f"{count_words(added.already, 'discharge')} {'was' if added.already == 1 else 'were'} "
+                             "there already and left as before")
+            invalid = added.errors["row"].dropna().nunique()
+            if invalid:
+                parts.append(f"{count_words(invalid, 'row')} with problems {'was' if invalid == 1 else 'were'} not stored")
+            st.success("; ".join(parts) + ".")
+            st.page_link("pages/1_Worklist.py", label="Open the worklist", icon=":material/arrow_forward:")

@@ -19,7 +19,12 @@ Results = Mapping[str, Mapping[str, Any]]
 # One colour-blind-safe palette (Okabe & Ito) for every chart the product draws.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 RAISES, LOWERS, NEUTRAL = "#D55E00", "#0072B2", "#555555"   # risk raised, lowered, totals
-_LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=60, b=50), legend=dict(x=1.02, y=1))
+HIGHLIGHT = "#FAECCC"   # PALETTE[1] (orange) at 20% on white: a table row to look at, never the only cue
+METRIC_NAMES = {"auroc": "AUROC", "ece": "calibration error (ECE)", "auprc": "AUPRC", "brier": "Brier score",
+                "ppv": "PPV", "sensitivity": "sensitivity"}
+# Legend under the plot, clear of the x-axis title: on the right it takes half of a phone screen.
+_LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=60, b=50),
+               legend=dict(orientation="h", x=0, xanchor="left", y=-0.3, yanchor="top"))
 
 
 def _color(i: int) -> str:
@@ -27,14 +32,14 @@ def _color(i: int) -> str:
 
 
 def _fmt(value: Optional[float], digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+    return "not available" if value is None or value != value else f"{value:.{digits}f}"
 
 
 def _auroc_label(name: str, result: Mapping[str, Any]) -> str:
     overall = result["overall"]
     ci = overall.get("auroc_ci") or [None, None]
-    interval = f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci[0] is not None else ""
-    return f"{name}: AUROC {_fmt(overall.get('auroc'))}{interval}"
+    interval = f" ({_fmt(ci[0])} to {_fmt(ci[1])})" if ci[0] is not None else ""
+    return f"{name}<br>AUROC {_fmt(overall.get('auroc'))}{interval}"   # two lines: fits a phone legend
 
 
 def roc_figure(results: Results, title: str = "ROC curve") -> go.Figure:
@@ -71,7 +76,7 @@ def pr_figure(results: Results, title: str = "Precision-recall curve") -> go.Fig
     return fig
 
 
-def reliability_figure(results: Results, title: str = "Calibration (10 equal-frequency bins)") -> go.Figure:
+def reliability_figure(results: Results, title: str = "Calibration: predicted and observed risk") -> go.Figure:
     fig = go.Figure()
     top = 0.0
     for i, (name, result) in enumerate(results.items()):
@@ -87,39 +92,55 @@ def reliability_figure(results: Results, title: str = "Calibration (10 equal-fre
                          array=[(pt["upper"] or 0) - pt["observed_rate"] for pt in points],
                          arrayminus=[pt["observed_rate"] - (pt["lower"] or 0) for pt in points], thickness=1),
             customdata=[[pt["n"], pt["positives"]] for pt in points],
-            hovertemplate="predicted %{x:.3f}<br>observed %{y:.3f}<br>n=%{customdata[0]}, "
-                          "readmitted=%{customdata[1]}<extra></extra>"))
+            hovertemplate="predicted %{x:.1%}<br>observed %{y:.1%}<br>%{customdata[0]} discharges, "
+                          "%{customdata[1]} readmitted<extra></extra>"))
     limit = min(1.0, top * 1.1 + 0.01)
     fig.add_trace(go.Scatter(x=[0, limit], y=[0, limit], mode="lines", name="perfect calibration",
                              line=dict(color="#999", dash="dot", width=1)))
-    fig.update_layout(title=title, xaxis_title="mean predicted risk", yaxis_title="observed readmission rate",
-                      **_LAYOUT)
-    fig.update_xaxes(range=[0, limit])
-    fig.update_yaxes(range=[0, limit])
+    fig.update_layout(title=dict(text=title, subtitle=dict(text="10 equal-frequency bins, 95% intervals")),
+                      xaxis_title="mean predicted risk", yaxis_title="observed readmission rate", **_LAYOUT)
+    fig.update_xaxes(range=[0, limit], tickformat=".0%")
+    fig.update_yaxes(range=[0, limit], tickformat=".0%")
     return fig
 
 
-def capacity_figure(results: Results, title: str = "Flagging capacity: PPV and sensitivity",
-                    marker: Optional[tuple[float, str]] = None) -> go.Figure:
-    """Threshold trade-off by capacity: what flagging the top k% of discharges buys. `marker` draws a
-    line at (share of discharges called, label), e.g. the team's current capacity."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("PPV of flagged patients", "share of readmissions caught"))
+def capacity_figure(results: Results, title: str = "Calls and what they catch",
+                    point: Optional[Mapping[str, float]] = None, point_label: str = "") -> go.Figure:
+    """Threshold trade-off by capacity: what calling the top k% of discharges buys, PPV above sensitivity
+    (stacked, so a phone shows both). `point` marks one operating point on both panels (keys fraction,
+    ppv, sensitivity: e.g. the call list at the team's capacity), labelled `point_label`; pass the same
+    numbers as the confusion matrix beside it."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
+                        subplot_titles=("PPV: readmitted among those called", "Sensitivity: readmissions caught"))
+    right = max(50.0, 100 * point["fraction"] + 5) if point is not None else 50.0
+    prevalence = None
     for i, (name, result) in enumerate(results.items()):
         curve = result["curves"]["capacity"]
         x = [100 * pt["fraction"] for pt in curve]
         fig.add_trace(go.Scatter(x=x, y=[pt["ppv"] for pt in curve], mode="lines", name=name,
-                                 legendgroup=name, line=dict(color=_color(i))), row=1, col=1)
+                                 legendgroup=name, line=dict(color=_color(i)),
+                                 hovertemplate="%{x:.1f}% called: PPV %{y:.1%}<extra></extra>"), row=1, col=1)
         fig.add_trace(go.Scatter(x=x, y=[pt["sensitivity"] for pt in curve], mode="lines", name=name,
-                                 legendgroup=name, showlegend=False, line=dict(color=_color(i))), row=1, col=2)
+                                 legendgroup=name, showlegend=False, line=dict(color=_color(i)),
+                                 hovertemplate="%{x:.1f}% called: sensitivity %{y:.1%}<extra></extra>"), row=2, col=1)
         prevalence = result["overall"].get("prevalence")
-    if results:
-        fig.add_trace(go.Scatter(x=[1, 50], y=[prevalence, prevalence], mode="lines", name="prevalence",
+    if prevalence is not None:
+        fig.add_trace(go.Scatter(x=[0, right], y=[prevalence, prevalence], mode="lines",
+                                 name=f"readmission rate {100 * prevalence:.1f}% (calling at random)",
                                  line=dict(color="#999", dash="dot", width=1)), row=1, col=1)
-    if marker is not None:
-        fig.add_vline(x=100 * marker[0], line_dash="dot", line_color=NEUTRAL, annotation_text=marker[1])
-    fig.update_xaxes(title_text="% of discharges flagged (highest risk first)")
-    fig.update_yaxes(range=[0, 1], row=1, col=2)
-    fig.update_layout(title=title, **_LAYOUT)
+    if point is not None:
+        x = 100 * point["fraction"]
+        for row, key in ((1, "ppv"), (2, "sensitivity")):
+            fig.add_trace(go.Scatter(x=[x], y=[point[key]], mode="markers+text", text=[f"{100 * point[key]:.1f}%"],
+                                     textposition="top left" if x > 0.7 * right else "top right", cliponaxis=False,
+                                     showlegend=row == 1, name=point_label or "operating point", legendgroup="point",
+                                     marker=dict(color=NEUTRAL, size=10, symbol="diamond")), row=row, col=1)
+            fig.add_vline(x=x, line_dash="dot", line_color=NEUTRAL, row=row, col=1)
+    fig.update_xaxes(range=[0, min(100.0, right)], ticksuffix="%")
+    fig.update_xaxes(title_text="discharges called, highest risk first", row=2, col=1)
+    fig.update_yaxes(range=[0, 1], tickformat=".0%")
+    fig.update_layout(title=title, height=620, **_LAYOUT)
+    fig.update_layout(legend_y=-0.18)   # below the lower panel's axis title (the plot is taller here)
     return fig
 
 
@@ -147,7 +168,7 @@ def subgroup_figure(results: Results, group: str, metric: str = "auroc",
     fig = go.Figure()
     for i, (name, result) in enumerate(results.items()):
         rows = result["subgroups"].get(group, [])
-        x = [f"{row['level']}{' *' if row['small'] else ''}<br>n={row['n']}" for row in rows]
+        x = [f"{row['level']}{' *' if row['small'] else ''}<br>n={row['n']:,}" for row in rows]
         y = [row.get(metric) for row in rows]
         error = None
         if metric == "auroc":
@@ -156,13 +177,15 @@ def subgroup_figure(results: Results, group: str, metric: str = "auroc",
             error = dict(type="data", symmetric=False, array=upper, arrayminus=lower, thickness=1)
         fig.add_trace(go.Bar(x=x, y=y, name=name, marker_color=_color(i), error_y=error,
                              customdata=[[row["positives"]] for row in rows],
-                             hovertemplate="%{x}<br>" + metric + " %{y:.3f}<br>readmitted=%{customdata[0]}"
-                                           "<extra>" + name + "</extra>"))
+                             hovertemplate="%{x}<br>" + METRIC_NAMES.get(metric, metric) + " %{y:.3f}<br>"
+                                           "%{customdata[0]} readmitted<extra>" + name + "</extra>"))
     if metric == "auroc":
         fig.add_hline(y=0.5, line=dict(color="#999", dash="dot", width=1), annotation_text="chance",
                       annotation_position="bottom right")
-    fig.update_layout(barmode="group", title=title or f"{metric} by {group.replace('_', ' ')} (* = small group)",
-                      yaxis_title=metric, **_LAYOUT)
+    label = METRIC_NAMES.get(metric, metric)
+    fig.update_layout(barmode="group", title=title or f"{label[0].upper()}{label[1:]} by {group.replace('_', ' ')}",
+                      yaxis_title=label, **_LAYOUT)
+    fig.update_layout(title_subtitle_text="* = too few encounters to judge", height=380)
     return fig
 
 
@@ -180,8 +203,7 @@ def all_figures(results: Results, primary: Optional[str] = None,
                 thresholds[chosen], title=f"{primary}: confusion matrix at '{chosen}'")
         for group in results[primary].get("subgroups", {}):
             figures[f"subgroup_{group}_auroc"] = subgroup_figure(results, group, "auroc")
-            figures[f"subgroup_{group}_calibration"] = subgroup_figure(
-                results, group, "ece", title=f"ECE by {group.replace('_', ' ')} (* = small group)")
+            figures[f"subgroup_{group}_calibration"] = subgroup_figure(results, group, "ece")
     return figures
 
 
@@ -288,4 +310,176 @@ def hospital_ratio_figure(benchmark: pd.DataFrame, latest: int, previous: Option
     fig.add_vline(x=1.0, line_dash="dash", line_color=NEUTRAL, annotation_text="1.0 = as expected")
     fig.update_layout(title="Excess readmission ratio by measure", xaxis_title="excess readmission ratio",
                       height=420, template="plotly_white")
+    return fig
+
+
+# --- monitoring (serving.monitoring report dicts) ------------------------------------------------------
+
+_ACT_COLOUR, _WATCH_COLOUR = "#D55E00", "#E69F00"
+
+
+def _period_starts(report: Mapping[str, Any], periods: list[str]) -> list[pd.Timestamp]:
+    starts = {p["period"]: pd.Timestamp(p["start"]) for p in report["periods"]}
+    return [starts[p] for p in periods]
+
+
+def _performance_rows(report: Mapping[str, Any], kind: str) -> pd.DataFrame:
+    rows = pd.DataFrame([r for r in report["performance"] if r["kind"] == kind])
+    if rows.empty:
+        return rows
+    rows["start"] = _period_starts(report, rows["period"].tolist())
+    return rows.sort_values("start")
+
+
+def _no_data(fig: go.Figure, text: str) -> go.Figure:
+    fig.add_annotation(text=text, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
+                       font=dict(size=14, color=NEUTRAL))
+    return fig
+
+
+def monitoring_performance_figure(report: Mapping[str, Any]) -> go.Figure:
+    """AUROC and the call list's PPV by period: realised (solid, 95% interval shaded) once outcomes have
+    matured, estimated from the risks alone (dashed) for every period; the reference dotted."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
+                        subplot_titles=("AUROC (discrimination)", "PPV of the call list (share of called patients "
+                                                                  "readmitted)"))
+    realised, estimated = _performance_rows(report, "realised"), _performance_rows(report, "estimated")
+    if not realised.empty:
+        band = pd.concat([realised["start"], realised["start"][::-1]])
+        fig.add_trace(go.Scatter(x=band, y=pd.concat([realised["auroc_high"], realised["auroc_low"][::-1]]),
+                                 fill="toself", fillcolor="rgba(0,114,178,0.15)", line=dict(width=0), hoverinfo="skip",
+                                 name="95% interval", showlegend=True), row=1, col=1)
+        fig.add_trace(go.Scatter(x=realised["start"], y=realised["auroc"], mode="lines+markers", name="realised",
+                                 line=dict(color=PALETTE[0], width=2)), row=1, col=1)
+        fig.add_trace(go.Scatter(x=realised["start"], y=realised["ppv"], mode="lines+markers", name="realised PPV",
+                                 line=dict(color=PALETTE[0], width=2), showlegend=False), row=2, col=1)
+    if not estimated.empty:
+        fig.add_trace(go.Scatter(x=estimated["start"], y=estimated["auroc"], mode="lines+markers", name="estimated",
+                                 line=dict(color=PALETTE[1], width=2, dash="dash")), row=1, col=1)
+        fig.add_trace(go.Scatter(x=estimated["start"], y=estimated["ppv"], mode="lines+markers", name="estimated PPV",
+                                 line=dict(color=PALETTE[1], width=2, dash="dash"), showlegend=False), row=2, col=1)
+    base = (report["reference"].get("performance") or {}).get("auroc")
+    if base is not None:
+        fig.add_hline(y=base, line_dash="dot", line_color=NEUTRAL, row=1, col=1,
+                      annotation_text=f"reference {base:.2f}", annotation_position="top left")
+    if realised.empty and estimated.empty:
+        _no_data(fig, "No scored discharges in the prediction log yet")
+    fig.update_yaxes(title_text="AUROC", row=1, col=1)
+    fig.update_yaxes(title_text="PPV", tickformat=".0%", row=2, col=1)
+    fig.update_layout(title="Performance over time", height=520, template="plotly_white",
+                      margin=dict(l=60, r=20, t=80, b=40), legend=dict(orientation="h", y=1.12, x=0))
+    return fig
+
+
+def monitoring_calibration_figure(report: Mapping[str, Any]) -> go.Figure:
+    """Observed against predicted readmission rate by period: observed (with its Wilson 95% interval) once
+    outcomes have matured; the predicted rate (mean risk) for every period."""
+    fig = go.Figure()
+    realised, estimated = _performance_rows(report, "realised"), _performance_rows(report, "estimated")
+    if not estimated.empty:
+        fig.add_trace(go.Scatter(x=estimated["start"], y=estimated["predicted_rate"], mode="lines+markers",
+                                 name="predicted (mean risk)", line=dict(color=PALETTE[1], width=2, dash="dash")))
+    if not realised.empty:
+        fig.add_trace(go.Scatter(
+            x=realised["start"], y=realised["observed_rate"], mode="lines+markers", name="observed",
+            line=dict(color=PALETTE[0], width=2),
+            error_y=dict(type="data", symmetric=False, array=realised["observed_high"] - realised["observed_rate"],
+                         arrayminus=realised["observed_rate"] - realised["observed_low"], color=PALETTE[0])))
+    if realised.empty:
+        _no_data(fig, "No matured outcomes yet: observed rates appear 30 days after a period ends")
+    fig.update_layout(title="Calibration by period: observed and predicted 30-day readmission rate",
+                      yaxis=dict(title="readmission rate", tickformat=".1%", rangemode="tozero"), height=380,
+                      template="plotly_white", margin=dict(l=60, r=20, t=60, b=40),
+                      legend=dict(orientation="h", y=1.08, x=0))
+    return fig
+
+
+def monitoring_drift_figure(report: Mapping[str, Any], top: Optional[int] = None) -> go.Figure:
+    """Heat map of each input's PSI against the reference, period by period (inputs with the largest PSI
+    first); watch and act cells are marked W and A."""
+    cells = pd.DataFrame(report["drift"]["cells"])
+    fig = go.Figure()
+    if cells.empty:
+        return _no_data(fig, "No drift computed yet: nothing scored in the prediction log")
+    order = cells.groupby("feature")["psi"].max().sort_values(ascending=False).index.tolist()
+    order = order[:top] if top else order
+    periods = [p["period"] for p in report["periods"]]
+    grid = cells.pivot(index="feature", columns="period", values="psi").reindex(index=order, columns=periods)
+    severity = cells.pivot(index="feature", columns="period", values="severity").reindex(index=order, columns=periods)
+    labels = {row["feature"]: row["label"] for row in report["drift"]["cells"]}
+    marks = severity.apply(lambda column: column.map({"act": "A", "watch": "W"})).fillna("")
+    fig.add_trace(go.Heatmap(
+        z=grid.clip(upper=0.5).to_numpy(), x=_period_starts(report, periods), y=[labels[f] for f in order],
+        text=marks.to_numpy(), texttemplate="%{text}", customdata=grid.to_numpy(), zmin=0, zmax=0.5,
+        colorscale=[[0, "#FFFFFF"], [0.2, "#FBE3C8"], [0.5, _WATCH_COLOUR], [1, _ACT_COLOUR]],
+        colorbar=dict(title="PSI", tickvals=[0, 0.1, 0.25, 0.5], ticktext=["0", "0.1", "0.25", "≥0.5"]),
+        hovertemplate="%{y}<br>%{x|%b %Y}: PSI %{customdata:.3f}<extra></extra>"))
+    fig.update_layout(title="Drift of each model input against the reference (PSI; W watch, A act)",
+                      height=max(320, 18 * len(order) + 140), template="plotly_white",
+                      margin=dict(l=260, r=20, t=60, b=40), yaxis=dict(autorange="reversed", automargin=True))
+    return fig
+
+
+def monitoring_fairness_figure(report: Mapping[str, Any], metric: str = "sensitivity") -> go.Figure:
+    """Each group's `metric` as a ratio to the largest group's, with its patient-bootstrap 95% interval;
+    the shaded band is 0.8-1.25 (suppressed cells are left out)."""
+    rows = pd.DataFrame(report["fairness"]["rows"])
+    fig = go.Figure()
+    if rows.empty:
+        return _no_data(fig, "No fairness figures yet: they need matured outcomes")
+    rows = rows[(rows["metric"] == metric) & ~rows["suppressed"]].copy()
+    rows = rows[rows["group"] != rows["reference"]]
+    if rows.empty:
+        return _no_data(fig, "Every group but the largest is too small to show (under 10)")
+    rows["name"] = rows["attribute"] + ": " + rows["group"]
+    colours = [(_ACT_COLOUR if flagged else PALETTE[0]) for flagged in rows["flagged"]]
+    fig.add_vrect(x0=0.8, x1=1.25, fillcolor="rgba(0,158,115,0.10)", line_width=0)
+    fig.add_vline(x=1.0, line_dash="dash", line_color=NEUTRAL)
+    fig.add_trace(go.Scatter(
+        x=rows["ratio"], y=rows["name"], mode="markers", marker=dict(size=10, color=colours),
+        error_x=dict(type="data", symmetric=False, array=rows["ratio_high"] - rows["ratio"],
+                     arrayminus=rows["ratio"] - rows["ratio_low"], color=NEUTRAL),
+        customdata=rows[["reference", "cell"]].to_numpy(),
+        hovertemplate="%{y}: %{x:.2f} x %{customdata[0]} (n=%{customdata[1]})<extra></extra>"))
+    fig.update_layout(title=f"Fairness: {metric.replace('_', ' ')} ratio to the largest group (95% interval)",
+                      xaxis_title="ratio (1 = same as the largest group)", height=max(300, 22 * len(rows) + 120),
+                      template="plotly_white", margin=dict(l=220, r=20, t=60, b=40),
+                      yaxis=dict(autorange="reversed", automargin=True), showlegend=False)
+    return fig
+
+
+def monitoring_volume_figure(report: Mapping[str, Any]) -> go.Figure:
+    """Scored discharges by period, split by what is known of their outcome (label delay made visible)."""
+    periods = pd.DataFrame(report["periods"])
+    fig = go.Figure()
+    if periods.empty:
+        return _no_data(fig, "Nothing logged yet")
+    x = pd.to_datetime(periods["start"])
+    for column, name, colour in (("with_outcome", "outcome known", PALETTE[0]),
+                                 ("unknown", "matured, outcome missing", _ACT_COLOUR),
+                                 ("unmatured", "not yet 30 days after discharge", "#BBBBBB")):
+        fig.add_trace(go.Bar(x=x, y=periods[column], name=name, marker_color=colour))
+    fig.update_layout(barmode="stack", title="Scored discharges by period and outcome status", height=340,
+                      template="plotly_white", yaxis_title="discharges", margin=dict(l=60, r=20, t=60, b=40),
+                      legend=dict(orientation="h", y=1.1, x=0))
+    return fig
+
+
+def monitoring_service_figure(report: Mapping[str, Any]) -> go.Figure:
+    """Predictions served through the API by period, and the latency percentiles of a metrics scrape."""
+    service = report["service"]
+    per_period = pd.DataFrame(service["per_period"])
+    metrics = service.get("metrics") or {}
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.7, 0.3],
+                        subplot_titles=("API predictions by period", "API latency (s)"))
+    if not per_period.empty and per_period["api_predictions"].sum():
+        fig.add_trace(go.Bar(x=_period_starts(report, per_period["period"].tolist()), y=per_period["api_predictions"],
+                             marker_color=PALETTE[0], name="API predictions"), row=1, col=1)
+    if metrics.get("requests"):
+        fig.add_trace(go.Bar(x=["p50", "p95", "p99"], y=[metrics.get(f"p{q}_seconds") for q in (50, 95, 99)],
+                             marker_color=PALETTE[4], name="latency"), row=1, col=2)
+    if not fig.data:
+        _no_data(fig, "No API traffic")
+    fig.update_layout(title="Service", height=300, template="plotly_white", showlegend=False,
+                      margin=dict(l=60, r=20, t=70, b=40))
     return fig

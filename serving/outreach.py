@@ -100,15 +100,43 @@ def history(engine: Engine, source: str, encounter_id: str, patient_id: Optional
         return [_record(row, patient_id=patient_id) for row in session.scalars(query)]
 
 
-def _latest_events(pairs: Sequence[tuple[str, str]]) -> Select[tuple[OutreachEvent]]:
-    """The latest event of each pair. Written as `source = ? AND encounter_id IN (...)` per source so that
-    both SQLite and PostgreSQL seek the (source, encounter_id, id) index (a row-value IN scans it on SQLite)."""
+def histories(engine: Engine,
+              keys: Iterable[EncounterKey | tuple[str, ...]]) -> dict[tuple[str, str], list[OutreachRecord]]:
+    """Every event of each encounter in `keys`, oldest first, by (source, encounter_id); encounters without
+    any event are absent. The last event of a list is the encounter's current status (`current_status`)."""
+    wanted = {(key.source, key.encounter_id): key.patient_id for key in map(_key, keys)}
+    pairs = list(wanted)
+    events: dict[tuple[str, str], list[OutreachRecord]] = defaultdict(list)
+    with session_scope(engine) as session:
+        for start in range(0, len(pairs), KEYS_PER_QUERY):
+            query = select(OutreachEvent).where(_pairs_clause(pairs[start:start + KEYS_PER_QUERY])) \
+                .order_by(OutreachEvent.id)
+            for row in session.scalars(query):
+                pair = (row.source, row.encounter_id)
+                events[pair].append(_record(row, patient_id=wanted[pair]))
+    return dict(events)
+
+
+def latest_event_id(engine: Engine) -> int:
+    """The id of the newest event (0 when none): changes whenever an event is recorded, so callers can key
+    caches of statuses on it."""
+    with session_scope(engine) as session:
+        return int(session.scalar(select(func.max(OutreachEvent.id))) or 0)
+
+
+def _pairs_clause(pairs: Sequence[tuple[str, str]]):
+    """`source = ? AND encounter_id IN (...)` per source: both SQLite and PostgreSQL seek the
+    (source, encounter_id, id) index with it (a row-value IN scans it on SQLite)."""
     by_source: dict[str, list[str]] = defaultdict(list)
     for source, encounter_id in pairs:
         by_source[source].append(encounter_id)
-    newest = (select(func.max(OutreachEvent.id))
-              .where(or_(*(and_(OutreachEvent.source == source, OutreachEvent.encounter_id.in_(ids))
-                           for source, ids in by_source.items())))
+    return or_(*(and_(OutreachEvent.source == source, OutreachEvent.encounter_id.in_(ids))
+                 for source, ids in by_source.items()))
+
+
+def _latest_events(pairs: Sequence[tuple[str, str]]) -> Select[tuple[OutreachEvent]]:
+    """The latest event of each pair."""
+    newest = (select(func.max(OutreachEvent.id)).where(_pairs_clause(pairs))
               .group_by(OutreachEvent.source, OutreachEvent.encounter_id))
     return select(OutreachEvent).where(OutreachEvent.id.in_(newest))
 

@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import Engine, select
 
 from core import icd, lace
 from core import reasons as reason_text
@@ -20,6 +21,8 @@ from core.reasons import describe
 from core.schema import LIST_SEPARATOR
 from core.warehouse import Warehouse
 from models.explain import GROUP_LABELS
+from serving.database import session_scope
+from serving.db_tables import UploadedDischarge, UploadedScore
 
 
 @dataclass
@@ -32,6 +35,7 @@ class PatientDetail:
     other_encounters: pd.DataFrame
     contributions: pd.DataFrame      # feature, label, value, contribution (sorted by |contribution|)
     lace: Optional[dict[str, Any]]
+    uploaded: Optional[dict[str, Any]] = None   # uploaded_by, uploaded_at, upload_name of an uploaded discharge
 
     @property
     def patient_id(self) -> str:
@@ -82,27 +86,39 @@ def patient_detail(wh: Warehouse, encounter_id: str) -> Optional[PatientDetail]:
     if encounter is None:  # predictions without the encounters table: show what we have
         encounter = {"encounter_id": prediction["encounter_id"], "patient_id": prediction["patient_id"]}
     features = _one(wh, "features", encounter_id)
+    return PatientDetail(encounter, prediction, features, _diagnoses(encounter), _medications(encounter),
+                         _other_stays(wh, str(encounter["patient_id"]), encounter_id),
+                         contributions(prediction, features), lace_for(encounter, features))
+
+
+def _diagnoses(encounter: dict[str, Any]) -> pd.DataFrame:
     version = int(encounter.get("icd_version") or 9) if not pd.isna(encounter.get("icd_version") or 9) else 9
     codes = _as_list(encounter.get("diagnoses"))
-    diagnoses = pd.DataFrame([{"position": i + 1, "code": icd.normalize_code(c, version) or c,
-                               "description": diagnosis_description(icd.normalize_code(c, version), version)}
-                              for i, c in enumerate(codes) if c])
+    return pd.DataFrame([{"position": i + 1, "code": icd.normalize_code(c, version) or c,
+                          "description": diagnosis_description(icd.normalize_code(c, version), version)}
+                         for i, c in enumerate(codes) if c])
+
+
+def _medications(encounter: dict[str, Any]) -> pd.DataFrame:
     meds = []
     for item in _as_list(encounter.get("medication_changes")):
         if item and ":" in str(item):
             drug, status = str(item).split(":", 1)
             meds.append({"medication": drug, "at discharge": MEDICATION_CHANGE_WORDS.get(status, status)})
-    others = pd.DataFrame()
-    if wh.has_table("encounters"):
-        pred_cols = ", p.risk, p.risk_tier" if wh.has_table("predictions") else ""
-        pred_join = " LEFT JOIN predictions p ON p.encounter_id = e.encounter_id" if pred_cols else ""
-        others = wh.query(
-            f"SELECT e.encounter_id, e.admit_time, e.discharge_time, e.length_of_stay_days, e.admission_type, "
-            f"e.discharge_disposition, e.readmitted_30d{pred_cols} FROM encounters e{pred_join} "
-            "WHERE e.patient_id = ? AND e.encounter_id <> ? ORDER BY e.admit_time NULLS LAST, e.encounter_id",
-            [str(encounter["patient_id"]), encounter_id])
-    return PatientDetail(encounter, prediction, features, diagnoses, pd.DataFrame(meds), others,
-                         contributions(prediction, features), lace_for(encounter, features))
+    return pd.DataFrame(meds)
+
+
+def _other_stays(wh: Warehouse, patient_id: str, encounter_id: str) -> pd.DataFrame:
+    """The patient's other stays in the warehouse, oldest first."""
+    if not wh.has_table("encounters"):
+        return pd.DataFrame()
+    pred_cols = ", p.risk, p.risk_tier" if wh.has_table("predictions") else ""
+    pred_join = " LEFT JOIN predictions p ON p.encounter_id = e.encounter_id" if pred_cols else ""
+    return wh.query(
+        f"SELECT e.encounter_id, e.admit_time, e.discharge_time, e.length_of_stay_days, e.admission_type, "
+        f"e.discharge_disposition, e.readmitted_30d{pred_cols} FROM encounters e{pred_join} "
+        "WHERE e.patient_id = ? AND e.encounter_id <> ? ORDER BY e.admit_time NULLS LAST, e.encounter_id",
+        [patient_id, encounter_id])
 
 
 def _as_list(value) -> list:
@@ -166,9 +182,24 @@ def contributions(prediction: Optional[dict[str, Any]], features: Optional[dict[
 RISK_AGREEMENT = 1e-6   # live and stored risk of the same model agree far closer than this
 
 
+def needs_live_explanation(prediction: Optional[dict[str, Any]], model_version: Optional[str]) -> bool:
+    """Whether the Patient page must explain this score now rather than show the stored explanation.
+
+    The scorer stores reasons and attributions with every prediction, by the one method every path uses
+    (`models.explain.two_sided_shapley`, no random numbers), so for the loaded model they are exactly what
+    a live computation would give: recompute only when none are stored or another model version stored
+    them (`model_version` None: no model loaded, nothing to compute with)."""
+    if not model_version or not prediction:
+        return False
+    stored = prediction.get("attributions")
+    if stored is None or stored == "" or (isinstance(stored, float) and math.isnan(stored)):
+        return True
+    return str(prediction.get("model_version")) != str(model_version)
+
+
 @dataclass(frozen=True)
 class LiveExplanation:
-    """`ScoringService.explain_one` for one encounter: base_risk + sum(points) == risk."""
+    """`ScoringService.explain_one` for one encounter, computed now: base_risk + sum(points) == risk."""
     encounter_id: str
     risk: float
     base_risk: float
@@ -176,7 +207,6 @@ class LiveExplanation:
     contributions: pd.DataFrame      # as `contributions()`: feature, label, value, text, contribution
     reasons: tuple[str, ...]         # the top three sentences, as the batch scorer words them
     model_version: str
-    samples: int
 
     def agrees_with(self, stored_risk: Any) -> bool:
         return stored_risk is not None and not pd.isna(stored_risk) and \
@@ -200,9 +230,9 @@ def encounters_up_to(wh: Warehouse, encounter_id: str) -> pd.DataFrame:
 
 def live_explanation(service, wh: Warehouse, encounter_id: str, top: int = 3,
                      min_points: float = 0.0005) -> Optional[LiveExplanation]:
-    """Sampled Shapley explanation of one encounter, computed now by `service.explain_one` over the
-    patient's encounters up to this one. None when the encounter is unknown or not scored (ineligible,
-    impossible values)."""
+    """The explanation of one encounter computed now by `service.explain_one` over the patient's encounters
+    up to this one: the numbers and reasons `readmit score` stores for it with the same model. None when
+    the encounter is unknown or not scored (ineligible, impossible values)."""
     history = encounters_up_to(wh, encounter_id)
     if history.empty:
         return None
@@ -215,10 +245,10 @@ def live_explanation(service, wh: Warehouse, encounter_id: str, top: int = 3,
     contrib = contributions({"attributions": json.dumps(points)}, features)
     ranked = sorted((g for g in result["groups"] if g.get("points") is not None and abs(g["points"]) >= min_points),
                     key=lambda g: -abs(g["points"]))   # stable: ties keep the field order, as the scorer
-    reasons = tuple(g["sentence"] for g in ranked[:top]) or (reason_text.near_average(float(base)),)
+    reasons = tuple(result.get("reasons") or (g["sentence"] for g in ranked[:top])) or \
+        (reason_text.near_average(float(base)),)
     return LiveExplanation(str(result["encounter_id"]), float(risk), float(base), points, contrib, reasons,
-                           str(getattr(service, "model_version", "unknown")),
-                           int(getattr(service, "single_samples", 32)))
+                           str(getattr(service, "model_version", "unknown")))
 
 
 def lace_for(encounter: dict[str, Any], features: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
@@ -238,3 +268,49 @@ def lace_for(encounter: dict[str, Any], features: Optional[dict[str, Any]]) -> O
     points["band"] = "high (10 or more)" if points["total"] >= 10 else (
         "moderate (5 to 9)" if points["total"] >= 5 else "low (under 5)")
     return points
+
+
+def uploaded_detail(engine: Engine, wh: Warehouse, encounter_id: Optional[str] = None,
+                    patient_id: Optional[str] = None, source: Optional[str] = None) -> Optional[PatientDetail]:
+    """An uploaded discharge (serving.upload.add_to_worklist) as the Patient page shows it: the encounter with
+    that id (in `source` when given), else the patient's latest uploaded discharge; None when neither exists.
+    Its other stays are the warehouse's stays of the same patient id (the ones its score used as history)."""
+    query = select(UploadedDischarge)
+    if encounter_id:
+        query = query.where(UploadedDischarge.encounter_id == str(encounter_id))
+    elif patient_id:
+        query = query.where(UploadedDischarge.patient_id == str(patient_id))
+    else:
+        return None
+    if source:
+        query = query.where(UploadedDischarge.source == str(source))
+    with session_scope(engine) as session:
+        found = sorted(session.scalars(query), key=lambda d: (str(d.record.get("discharge_time") or ""), d.id))
+        if not found:
+            return None
+        discharge = found[-1]
+        score = session.scalars(select(UploadedScore).where(UploadedScore.uploaded_discharge_id == discharge.id)
+                                .order_by(UploadedScore.id.desc()).limit(1)).first()
+    encounter = dict(discharge.record)
+    for name in ("admit_time", "discharge_time"):
+        encounter[name] = pd.Timestamp(encounter[name]) if encounter.get(name) else None
+    prediction = _uploaded_prediction(encounter, score)
+    return PatientDetail(encounter, prediction, None, _diagnoses(encounter), _medications(encounter),
+                         _other_stays(wh, discharge.patient_id, discharge.encounter_id),
+                         contributions(prediction, None), lace_for(encounter, None),
+                         uploaded={"uploaded_by": discharge.uploaded_by, "uploaded_at": discharge.uploaded_at,
+                                   "upload_name": discharge.upload_name})
+
+
+def _uploaded_prediction(encounter: dict[str, Any], score: Optional[UploadedScore]) -> dict[str, Any]:
+    """An uploaded_score row in the predictions table's columns."""
+    if score is None:
+        return {"eligible": encounter.get("eligible"), "ineligible_reason": encounter.get("ineligible_reason")}
+    reasons = list(score.reasons or [])
+    contributions_ = score.contributions or {}
+    return {"encounter_id": encounter["encounter_id"], "patient_id": encounter["patient_id"], "risk": score.risk,
+            "risk_tier": score.risk_tier, "risk_percentile": score.risk_percentile,
+            **{f"reason_{k}": reasons[k - 1] if len(reasons) >= k else None for k in (1, 2, 3)},
+            "attributions": json.dumps(contributions_.get("points") or {}),
+            "base_risk": contributions_.get("base_risk"), "model_version": score.model_version,
+            "eligible": encounter.get("eligible"), "ineligible_reason": encounter.get("ineligible_reason")}

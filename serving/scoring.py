@@ -12,14 +12,18 @@ Steps, identical for every caller:
    (outside `core.schema` bounds) get no risk and name the problem;
 3. encoding with the model's fitted preprocessing (`core.encoding.encode`: unknown categories as in
    training), one forward pass, calibration, tier and percentile from the predictor;
-4. optionally explanations (`models.explain.TokenExplainer`) and plain-language reasons (`core.reasons`).
+4. optionally explanations (`models.explain.two_sided_shapley`: grouped Shapley values, no random numbers,
+   so an encounter gets the same numbers in every path) and plain-language reasons (`core.reasons`).
+
+A service loaded with `warehouse=W` takes every call's patient history from W unless the call names
+another: the API and the dashboard then see the same features as `readmit score --warehouse W`.
 """
 from __future__ import annotations
 
 import json
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -37,18 +41,16 @@ from models.explain import (
     FIELD_GROUPS,
     GROUP_NAMES,
     Background,
-    ExplainerUnavailable,
-    TokenExplainer,
+    evaluate,
     fallback_background,
     load_background,
-    sampled_shapley,
     top_groups,
+    two_sided_shapley,
 )
 from models.inference import ReadmitPredictor
 
 log = logging.getLogger(__name__)
 
-EXPLAIN_METHODS = ("gradient", "shapley")
 PREDICTION_COLUMNS = ("encounter_id", "patient_id", "risk", "risk_tier", "risk_percentile", "reason_1", "reason_2",
                       "reason_3", "attributions", "base_risk", "model_version", "eligible", "ineligible_reason",
                       "problem")
@@ -58,24 +60,21 @@ INELIGIBLE_WORDS = {"died": "Not scored: the patient died during the stay",
 
 @dataclass(frozen=True)
 class ScoringService:
-    """A loaded model plus its explainer. Build once (`load`), share freely; nothing is mutated."""
+    """A loaded model plus its explanation background. Build once (`load`), share freely; nothing is mutated."""
     predictor: Any
-    explainer: Optional[TokenExplainer] = None
     model_dir: Optional[str] = None
     background_source: str = "none"
-    background: Optional[Background] = None
-    explain_method: str = "gradient"     # batch explanations: "gradient" (fast) or "shapley" (sampled)
-    shapley_samples: int = 16            # samples per row when explain_method == "shapley"
-    single_samples: int = 32             # samples for explain_one (always sampled Shapley)
-    base_risk: Optional[float] = None    # mean calibrated risk over the background (None: no explanations)
-    # Explanations hook the model's token layer during a call: calls on one service are serialized.
+    background: Optional[Background] = None               # None: loaded without explanations
+    background_risk: Optional[np.ndarray] = field(default=None, compare=False)  # risk of each background row
+    warehouse: Optional[str] = None                       # default patient-history source of every call
+    # One model call at a time per service: torch's threads are the parallelism.
     _lock: threading.RLock = field(default_factory=threading.RLock, compare=False, repr=False)
 
     # --- construction ---------------------------------------------------------------------
     @classmethod
     def load(cls, model_dir: str | Path, explain: bool = True, threads: Optional[int] = None,
              **options: Any) -> "ScoringService":
-        """Load a model folder through `models.inference.ReadmitPredictor`."""
+        """Load a model folder through `models.inference.ReadmitPredictor` (options: `from_predictor`'s)."""
         threads = threads or get_settings().torch_threads
         folder = Path(model_dir)
         if not (folder / "config.json").exists():
@@ -86,15 +85,12 @@ class ScoringService:
 
     @classmethod
     def from_predictor(cls, predictor: Any, model_dir: Optional[str | Path] = None, explain: bool = True,
-                       background: Optional[Background] = None, rule: Optional[str] = None,
-                       explain_method: str = "gradient", shapley_samples: int = 16) -> "ScoringService":
-        if explain_method not in EXPLAIN_METHODS:
-            raise UserError(f"unknown explanation method {explain_method!r}: choose {' or '.join(EXPLAIN_METHODS)}")
+                       background: Optional[Background] = None, warehouse: Optional[str] = None
+                       ) -> "ScoringService":
         model = predictor.model
         model.eval()
         for parameter in model.parameters():  # serving never trains: no parameter gradients
             parameter.requires_grad_(False)
-        explainer = None
         source = "none"
         if explain:
             if background is not None:
@@ -106,22 +102,10 @@ class ScoringService:
                 source = "fallback (no explain_background.safetensors in the model folder)"
                 log.warning("explanations use a neutral one-row background: %s missing in %s",
                             BACKGROUND_FILE, model_dir)
-            try:
-                kwargs = {"rule": rule} if rule else {}
-                explainer = TokenExplainer(model, predictor.preprocessing, background, predictor.calibrate,
-                                           raw_from_logits=getattr(predictor, "raw_probability_from_logits", None),
-                                           **kwargs)
-            except ExplainerUnavailable as error:  # model-agnostic sampled Shapley still works
-                log.warning("gradient explanations unavailable (%s): using sampled Shapley values", error)
-                explain_method = "shapley"
-        base_risk = None
-        if background is not None and explain:
-            base_risk = explainer.base_risk if explainer is not None else float(
-                np.asarray(predictor.calibrate(predictor.raw_probability(background.batch))) @ background.weights)
-        return cls(predictor=predictor, explainer=explainer,
-                   model_dir=None if model_dir is None else str(model_dir), background_source=source,
-                   background=background if explain else None, explain_method=explain_method,
-                   shapley_samples=int(shapley_samples), base_risk=base_risk)
+        service = cls(predictor=predictor, model_dir=None if model_dir is None else str(model_dir),
+                      background_source=source, background=background if explain else None,
+                      warehouse=None if warehouse is None else str(warehouse))
+        return replace(service, background_risk=service.risk(background.batch)) if explain else service
 
     @property
     def model_version(self) -> str:
@@ -131,18 +115,30 @@ class ScoringService:
     def preprocessing(self):
         return self.predictor.preprocessing
 
+    @property
+    def base_risk(self) -> Optional[float]:
+        """Mean calibrated risk over the explanation background (None: no explanations)."""
+        if self.background is None or self.background_risk is None:
+            return None
+        return float(self.background_risk @ self.background.weights)
+
     # --- model calls ----------------------------------------------------------------------
     def raw_probability(self, batch: EncodedBatch) -> np.ndarray:
         """Raw model probability of a 30-day readmission: the predictor's own computation."""
         return np.asarray(self.predictor.raw_probability(batch), dtype=np.float64)
 
     def risk(self, batch: EncodedBatch) -> np.ndarray:
-        """Calibrated risk: the number every caller shows."""
+        """Calibrated risk: the number every caller shows (a row's risk does not depend on its batch)."""
+        return evaluate(self._calibrated, batch)
+
+    def _calibrated(self, batch: EncodedBatch) -> np.ndarray:
         return np.asarray(self.predictor.calibrate(self.raw_probability(batch)), dtype=np.float64)
 
     # --- encounters -----------------------------------------------------------------------
     def features_for(self, encounters: pd.DataFrame, warehouse: Optional[str] = None) -> pd.DataFrame:
-        """Feature rows of the input encounters (input order), history from the input and the warehouse."""
+        """Feature rows of the input encounters (input order), history from the input and the warehouse
+        (`warehouse`, else the service's)."""
+        warehouse = warehouse or self.warehouse
         frame = canonical_frame(encounters)
         history = warehouse_history(warehouse, frame) if warehouse else None
         combined = frame if history is None or history.empty else pd.concat([history, frame], ignore_index=True)
@@ -151,12 +147,9 @@ class ScoringService:
         return features.loc[frame["encounter_id"].tolist()].reset_index(drop=True)
 
     def score_encounters(self, encounters: pd.DataFrame, explain: bool = True, top_reasons: int = 3,
-                         warehouse: Optional[str] = None, method: Optional[str] = None,
-                         samples: Optional[int] = None) -> pd.DataFrame:
-        """Canonical encounters -> one prediction row each, in input order (see PREDICTION_COLUMNS).
-
-        `method` overrides the service's explanation method for this call ("gradient" or "shapley").
-        """
+                         warehouse: Optional[str] = None) -> pd.DataFrame:
+        """Canonical encounters -> one prediction row each, in input order (see PREDICTION_COLUMNS);
+        patient history from `warehouse`, else the service's warehouse."""
         frame = canonical_frame(encounters)
         n = len(frame)
         out = pd.DataFrame({"encounter_id": frame["encounter_id"].astype(str).to_numpy(),
@@ -183,7 +176,7 @@ class ScoringService:
             return _typed_predictions(out)
         batch = encode(features.iloc[rows], self.preprocessing)
         with self._lock:
-            risk, attributions = self._risk_and_attributions(batch, explain, method, samples)
+            risk, attributions = self._risk_and_attributions(batch, explain)
         risk_column = np.full(n, np.nan)
         risk_column[rows] = risk
         out["risk"] = risk_column
@@ -216,32 +209,27 @@ class ScoringService:
                 out[f"reason_{k}"] = keep
         return _typed_predictions(out)
 
-    def _risk_and_attributions(self, batch: EncodedBatch, explain: bool, method: Optional[str],
-                               samples: Optional[int]) -> tuple[np.ndarray, Optional[np.ndarray]]:
-        explainer = self.explainer if explain else None
-        method = method or self.explain_method
-        if explain and self.background is not None and (method == "shapley" or explainer is None):
-            risk = self.risk(batch)
-            attributions, _ = sampled_shapley(self.risk, batch, self.background,
-                                              n_samples=samples or self.shapley_samples, base_risk=self.base_risk)
-            return risk, attributions
-        if explainer is not None:
-            attributions, risk = explainer.explain(batch)
-            return risk, attributions
-        return self.risk(batch), None
+    def _risk_and_attributions(self, batch: EncodedBatch, explain: bool
+                               ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        risk = self.risk(batch)
+        if not explain or self.background is None:
+            return risk, None
+        attributions, _ = two_sided_shapley(self.risk, batch, risk, self.background, self.background_risk)
+        return risk, attributions
 
     def explain_one(self, encounters: pd.DataFrame, warehouse: Optional[str] = None) -> dict[str, Any]:
-        """The last encounter's risk, base risk and every group's attribution with its sentence, by
-        sampled Shapley (`single_samples` samples: close to exact, well under a second). `encounters`
+        """The last encounter's risk, base risk, reasons and every group's attribution with its sentence: the
+        numbers and reasons `score_encounters` stores for it (same method, no random numbers). `encounters`
         may hold the patient's earlier encounters first, for history."""
         if self.background is None:
             raise UserError("explanations are not available for this model (loaded without explanations)")
-        predictions = self.score_encounters(encounters, explain=True, warehouse=warehouse, method="shapley",
-                                            samples=self.single_samples)
+        predictions = self.score_encounters(encounters, explain=True, warehouse=warehouse)
         row = predictions.iloc[-1]
         features = self.features_for(encounters, warehouse).iloc[-1].to_dict()
         attributions = json.loads(row["attributions"]) if row["attributions"] else {}
+        reasons = [row[f"reason_{k}"] for k in (1, 2, 3) if isinstance(row[f"reason_{k}"], str)]
         return {"encounter_id": row["encounter_id"], "risk": row["risk"], "base_risk": row["base_risk"],
+                "reasons": reasons,
                 "groups": [{"group": g, "label": lbl, "points": attributions.get(g),
                             "sentence": reason_text.sentence(g, features, attributions.get(g, 0.0))}
                            for g, lbl in ((grp.name, grp.label) for grp in FIELD_GROUPS)]}

@@ -25,7 +25,8 @@ from models.calibration import Calibrator
 from models.manifest import write_manifest
 
 REPO = Path(__file__).resolve().parent.parent
-KEY = "integration-key-0123456789abcdef"
+KEY = "Ik3vQ8zL2wN7pR5tY0uB4sD6fG9hJ1kM"      # two fixed keys that pass the strength rule
+SECOND_KEY = "Mh2nB5vC8xZ1aS4dF7gJ0kL3qW6eR9tY"
 EXAMPLE = EncounterIn.model_config["json_schema_extra"]["examples"][0]
 
 
@@ -56,7 +57,7 @@ def free_port() -> int:
 
 def start_api(model_dir: Path, port: int, workers: int = 1, extra_env: dict | None = None,
               log_path: Path | None = None) -> subprocess.Popen:
-    env = {**os.environ, "READMIT_API_KEY": f"{KEY},second-key-0123456789abcdef", "OMP_NUM_THREADS": "1",
+    env = {**os.environ, "READMIT_API_KEY": f"{KEY},{SECOND_KEY}", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(REPO), **(extra_env or {})}
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     return subprocess.Popen([sys.executable, "-m", "cli.main", "api", "--host", "127.0.0.1", "--port", str(port),
@@ -126,7 +127,7 @@ def test_live_server_scores_the_openapi_example(live_api):
 
 def test_live_server_batch_explain_and_unseen_categories(live_api):
     base, _ = live_api
-    headers = {"X-API-Key": "second-key-0123456789abcdef"}
+    headers = {"X-API-Key": SECOND_KEY}
     records = [{**EXAMPLE, "encounter_id": f"E{i}", "patient_id": f"P{i % 7}", "prior_inpatient_visits": i % 5,
                 "payer": f"payer-never-seen-{i}", "admitting_specialty": "Unheard-of"} for i in range(50)]
     records[3]["discharge_disposition"] = "expired"

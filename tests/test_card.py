@@ -116,6 +116,6 @@ def test_card_discloses_demographic_inputs_and_no_external_validation():
     found = sections((CHAMPION / "README.md").read_text())
     inputs = json.loads((CHAMPION / "config.json").read_text())["categorical_feature_names"]
     assert "race" in inputs and "race" in found["Fairness"] and "payer" in found["Fairness"]
-    assert found["External validation process"].startswith("None so far")
+    assert found["External validation process"].startswith("No external validation so far")
     thresholds = json.loads((CHAMPION / "thresholds.json").read_text())
     assert f"{thresholds['capacity'][0]['risk_cutoff']:.4f}" in found["Thresholds and their rationale"]

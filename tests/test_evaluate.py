@@ -25,6 +25,7 @@ from core.sources.diabetes130 import to_canonical
 from core.warehouse import write_pointer
 from models.evaluate import decision_thresholds, evaluate, format_table
 from serving.figures import all_figures
+from tests.test_card import headline as card_headline
 
 
 class StubPredictor:
@@ -120,6 +121,22 @@ def test_cli_evaluate_prints_table_and_writes_files(tmp_path, tiny_warehouse, mo
     printed = capsys.readouterr().out
     assert "AUROC [95% CI]" in printed and "transformer" in printed and "lace" in printed
     assert (tmp_path / "metrics.json").exists() and not (tmp_path / "figures").exists()
+    # the card is re-rendered from the metrics.json just written, so the two never disagree
+    assert "re-rendered the model card" in printed
+    overall = json.loads((tmp_path / "metrics.json").read_text())["models"]["transformer"]["overall"]
+    assert card_headline((tmp_path / "README.md").read_text()) == {
+        key: round(overall[key], 3) for key in ("auroc", "auprc", "brier", "ece")}
+
+
+def test_cli_evaluate_elsewhere_leaves_the_model_card_alone(tmp_path, tiny_warehouse, monkeypatch, capsys):
+    root, _, predictor = tiny_warehouse
+    monkeypatch.setattr(evaluate_module, "load_predictor", lambda model_dir: predictor)
+    model, out = tmp_path / "model", tmp_path / "out"
+    model.mkdir()
+    assert main(["evaluate", "--warehouse", str(root), "--model", str(model), "--out", str(out), "--skip-mllib",
+                 "--n-boot", "20"]) == 0
+    assert (out / "metrics.json").exists() and not (model / "README.md").exists() and not (out / "README.md").exists()
+    assert "re-rendered" not in capsys.readouterr().out
 
 
 def test_cli_evaluate_missing_warehouse_is_a_user_error(tmp_path, capsys):

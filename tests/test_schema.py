@@ -38,3 +38,21 @@ def test_invalid_values_name_the_field(change, field):
     with pytest.raises(ValidationError) as error:
         schema.EncounterIn.model_validate(example)
     assert field in str(error.value)
+
+
+def test_json_schema_documents_the_limits_the_rules_enforce():
+    properties = schema.EncounterIn.model_json_schema()["properties"]
+    assert properties["patient_id"]["maxLength"] == 64 and properties["patient_id"]["minLength"] == 1
+    assert properties["diagnoses"]["items"]["maxLength"] == 16 and properties["diagnoses"]["maxItems"] == 50
+    assert properties["age_years"]["anyOf"][0] == {"type": "number", "minimum": 0, "maximum": 120}
+    assert properties["sex"]["enum"] == ["Female", "Male"]
+    assert properties["admit_time"]["anyOf"][0] == {"type": "string", "format": "date-time"}
+
+
+def test_row_rules_name_the_field_they_blame():
+    example = dict(schema.EncounterIn.model_json_schema()["examples"][0]) | {"age_band": "[0-10)"}
+    with pytest.raises(ValidationError) as error:
+        schema.EncounterIn.model_validate(example)
+    problem = error.value.errors()[0]
+    assert problem["type"] == "row_rule" and problem["ctx"] == {"field": "age_band"}
+    assert problem["msg"] == "must include age_years"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -197,12 +198,14 @@ def _assert_consistent(root: Path, context: str) -> None:
 @pytest.mark.spark
 @pytest.mark.slow
 def test_sigkills_never_leave_a_pointer_to_an_incomplete_or_mismatched_version(tmp_path):
-    """20 SIGKILLs, at seeded random times within the measured write phase of each kind of run."""
+    """20 SIGKILLs at seeded random times, drawn within the measured write phase of each kind of run:
+    the time before it (Spark start-up, imports) only delays the kill. Three kill ETL runs, seventeen
+    kill scoring runs; scoring windows start one second early (its writes take a fraction of one)."""
     root = tmp_path / "wh"
     etl_first, etl_total = _measured(_etl(root, 0), root)
     score_first, score_total = _measured([*SCORE, str(root)], root)
     _assert_consistent(root, "after the first complete runs")
-    rng = random.Random(9)
+    rng, outcomes = random.Random(9), Counter()
     for kill in range(20):
         if kill % 7 == 3:  # kills 3, 10, 17
             args, delay = _etl(root, kill + 1), rng.uniform(etl_first, etl_total)
@@ -210,10 +213,17 @@ def test_sigkills_never_leave_a_pointer_to_an_incomplete_or_mismatched_version(t
             if "predictions" not in read_pointer(root)["tables"]:  # an ETL run published: score it again
                 assert readmit(*SCORE, str(root)).returncode == 0
             args, delay = [*SCORE, str(root)], rng.uniform(max(0.0, score_first - 1.0), score_total)
+        before = versions(root)
         process = start(*args)
         time.sleep(delay)
+        ended = process.poll()
+        assert ended in (None, 0), f"`readmit {args[0]}` failed on its own (exit {ended})"
+        outcomes["finished" if ended == 0 else "mid-write" if versions(root) - before else "before writing"] += 1
         kill_group(process)
         _assert_consistent(root, f"after SIGKILL {kill} of `readmit {args[0]}` at {delay:.1f} s")
+    print(f"kills: {dict(outcomes)}; ETL {etl_first:.0f}-{etl_total:.0f} s, scoring {score_first:.1f}-"
+          f"{score_total:.1f} s")
+    assert outcomes["mid-write"], f"no kill landed while a run was writing: {outcomes}"
     prune_versions(root)  # no writer now: the killed runs' leftovers go
     assert all(is_complete(root / "tables" / entry) and not Path(entry).name.startswith(".")
                for entry in versions(root)), versions(root)

@@ -3,6 +3,7 @@
 scoring run is picked up without restarting the app."""
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 from pathlib import Path
@@ -10,14 +11,15 @@ from typing import Optional
 
 import pandas as pd
 import streamlit as st
+from sqlalchemy import Engine
 
-from core import spreadsheet
 from core.config import Settings
 from core.warehouse import POINTER_FILE, Warehouse, local_path
-from serving import home
+from serving import database, home, outreach
 from serving import hospitals as hospital_queries
 from serving import patient as patient_queries
 from serving import quality as quality_queries
+from serving import upload as upload_queries
 from serving import worklist as worklist_queries
 from serving.scoring import ScoringService
 
@@ -85,30 +87,20 @@ def options() -> dict:
     return _options(*_key())
 
 
-@st.cache_data(ttl=600, show_spinner=False)
-def _labelled(root: str, version: str) -> pd.DataFrame:
-    return quality_queries.labelled_scores(Warehouse(root))
+@st.cache_resource(show_spinner=False)
+def _engine(url: str) -> Engine:
+    engine = database.engine_for(url)
+    database.migrate(engine)
+    return engine
 
 
-@st.cache_data(ttl=600, show_spinner=False)
-def _suggested(root: str, version: str) -> int:
-    return worklist_queries.suggested_capacity(Warehouse(root))
+def database_url() -> str:
+    return database.database_url(settings().database_url)
 
 
-def calls_per_day() -> int:
-    """The capacity this session works with: what the user set on the Worklist, else a suggestion."""
-    if "capacity_calls" not in st.session_state:
-        st.session_state["capacity_calls"] = _suggested(*_key())
-    return int(st.session_state["capacity_calls"])
-
-
-@st.cache_data(ttl=600, show_spinner=False)
-def _capacity(root: str, version: str, calls: int) -> worklist_queries.CapacityResult:
-    return worklist_queries.capacity_tradeoff(Warehouse(root), calls, _labelled(root, version))
-
-
-def capacity(calls: int) -> worklist_queries.CapacityResult:
-    return _capacity(*_key(), int(calls))
+def engine() -> Engine:
+    """The operational database (READMIT_DATABASE_URL), migrated once per process."""
+    return _engine(database_url())
 
 
 @st.cache_resource(show_spinner="Preparing the worklist…", max_entries=2)
@@ -116,24 +108,111 @@ def _index(root: str, version: str) -> worklist_queries.WorklistIndex:
     return worklist_queries.WorklistIndex(Warehouse(root))
 
 
-@st.cache_data(ttl=300, show_spinner=False, max_entries=200)
-def _worklist(root: str, version: str, filters: worklist_queries.WorklistFilters, page: int, page_size: int,
-              threshold: Optional[float]) -> worklist_queries.WorklistPage:
-    return worklist_queries.worklist(_index(root, version), filters, page, page_size, threshold)
+def index() -> worklist_queries.WorklistIndex:
+    return _index(*_key())
 
 
-def worklist(filters: worklist_queries.WorklistFilters, page: int, page_size: int,
-             threshold: Optional[float]) -> worklist_queries.WorklistPage:
-    return _worklist(*_key(), filters, page, page_size, threshold)
+# The Worklist page saves its view (as-of date, window, capacity, filters, page) here on every run, so
+# the other pages use the same numbers and a return to the Worklist restores it.
+VIEW_KEY = "_worklist_view"
 
 
-@st.cache_data(ttl=300, show_spinner=False, max_entries=20)
-def _export(root: str, version: str, filters: worklist_queries.WorklistFilters, threshold: Optional[float]) -> bytes:
-    return spreadsheet.safe_csv(worklist_queries.worklist_export(_index(root, version), filters, threshold=threshold))
+def saved_view() -> dict:
+    return dict(st.session_state.get(VIEW_KEY) or {})
 
 
-def export_csv(filters: worklist_queries.WorklistFilters, threshold: Optional[float]) -> bytes:
-    return _export(*_key(), filters, threshold)
+def default_as_of() -> dt.date:
+    """Today in READMIT_TIME_ZONE; for synthetic demo data the newest discharge date."""
+    return worklist_queries.default_as_of(index().latest_discharge, status().synthetic, settings().time_zone)
+
+
+def as_of() -> dt.date:
+    return saved_view().get("as_of") or default_as_of()
+
+
+def follow_up_days() -> int:
+    return int(saved_view().get("window") or settings().follow_up_days)
+
+
+def calls_per_day() -> int:
+    """The capacity this session works with: what the user set on the Worklist, else READMIT_CALLS_PER_DAY."""
+    return int(saved_view().get("calls") or settings().calls_per_day)
+
+
+def db_versions() -> tuple[int, int]:
+    """(newest outreach event id, newest uploaded score id): cache keys that change with every write."""
+    db = engine()
+    return outreach.latest_event_id(db), upload_queries.latest_upload_id(db)
+
+
+@st.cache_data(ttl=3600, show_spinner=False, max_entries=4)
+def _uploads(url: str, upload_version: int) -> pd.DataFrame:
+    return upload_queries.uploaded_rows(_engine(url))
+
+
+@st.cache_data(ttl=3600, show_spinner=False, max_entries=50)
+def _window(root: str, version: str, url: str, upload_version: int, as_of_date: dt.date,
+            window: int) -> pd.DataFrame:
+    return worklist_queries.window_rows(_index(root, version), as_of_date, window, _uploads(url, upload_version))
+
+
+@st.cache_data(ttl=3600, show_spinner=False, max_entries=100)
+def _day(root: str, version: str, url: str, event_version: int, upload_version: int, as_of_date: dt.date,
+         window: int, calls: int) -> worklist_queries.DayList:
+    rows = _window(root, version, url, upload_version, as_of_date, window)
+    events = outreach.histories(_engine(url), worklist_queries.encounter_keys(rows))
+    return worklist_queries.build_day_list(rows, events, as_of_date, window, calls)
+
+
+def day_list(as_of_date: dt.date, window: int, calls: int) -> worklist_queries.DayList:
+    """The day's list; recomputed when an outreach event is recorded or discharges are uploaded."""
+    return _day(*_key(), database_url(), *db_versions(), as_of_date, int(window), int(calls))
+
+
+def uploads() -> pd.DataFrame:
+    return _uploads(database_url(), db_versions()[1])
+
+
+@st.cache_data(ttl=3600, show_spinner=False, max_entries=100)
+def _capacity(root: str, version: str, as_of_date: dt.date, window: int,
+              calls: int) -> worklist_queries.CapacityResult:
+    return worklist_queries.capacity_tradeoff(_index(root, version), as_of_date, window, calls)
+
+
+def capacity(calls: int, as_of_date: Optional[dt.date] = None,
+             window: Optional[int] = None) -> worklist_queries.CapacityResult:
+    """Replayed PPV and sensitivity of `calls` a day (as of the session's date and window by default)."""
+    return _capacity(*_key(), as_of_date or as_of(), int(window or follow_up_days()), int(calls))
+
+
+def store_call_list(day: worklist_queries.DayList, by: str) -> None:
+    """Keep the day's call list in the database once per change (this session remembers what it stored)."""
+    signature = (day.as_of, day.capacity, tuple(worklist_queries.encounter_keys(day.call_list)))
+    if st.session_state.get("_stored_call_list") == signature:
+        return
+    worklist_queries.store_call_list(engine(), day, by=by, model_version=index().model_version,
+                                     time_zone=settings().time_zone)
+    st.session_state["_stored_call_list"] = signature
+
+
+def list_position(source: str, encounter_id: str) -> tuple[worklist_queries.DayList, Optional[dict]]:
+    """The session's day list (its date, window and capacity) and where this encounter stands on it."""
+    day = day_list(as_of(), follow_up_days(), calls_per_day())
+    return day, worklist_queries.position(day, source, encounter_id)
+
+
+def outreach_history(source: str, encounter_id: str, patient_id: str) -> list[outreach.OutreachRecord]:
+    return outreach.history(engine(), source, encounter_id, patient_id)
+
+
+def record_outreach(source: str, encounter_id: str, patient_id: str, status_code: str, note: str,
+                    by: str) -> outreach.OutreachRecord:
+    return outreach.record_event(engine(), source, encounter_id, patient_id, status_code, note, by=by)
+
+
+def uploaded_detail(encounter_id: Optional[str] = None, patient_id: Optional[str] = None,
+                    source: Optional[str] = None) -> Optional[patient_queries.PatientDetail]:
+    return patient_queries.uploaded_detail(engine(), warehouse(), encounter_id, patient_id, source)
 
 
 @st.cache_data(ttl=600, show_spinner=False)

@@ -1,0 +1,196 @@
+"""The prediction log: one row per scored encounter, whatever the channel, kept for monitoring.
+
+    log_predictions(engine, "api", predictions, features, model_version)   # one transaction, durable on return
+    for chunk in read_log(engine, start, end): ...                          # DataFrames, oldest first
+    log_warehouse_predictions(engine, "data/warehouse")                     # a batch scoring run
+
+`predictions` is what `ScoringService.score_encounters` returns (one row per input encounter, scored or
+not); `features` the feature rows the model saw (`ScoringService.features_for`), matched by
+`encounter_id`. A `source` column of `features` sets each row's source, and a `discharge_time` column
+is logged too: monitoring periods follow discharge dates. A prediction without a feature row (an
+invalid upload row) is logged with its status only.
+
+The `features` JSON holds every feature value the model saw (`core.features.FEATURE_COLUMNS`; null
+when missing) and three context keys, which start with an underscore so they never collide with a
+feature: `_discharge_time` (ISO), `_eligible` (false for died / hospice) and `_invalid` (not scored for
+impossible values). Nothing here writes an identifier to the application log.
+
+Batch runs of the warehouse are logged here too (channel "warehouse"), rather than read back from the
+warehouse's `predictions` versions: the warehouse keeps only the last few versions and joins them to
+the current encounters, while the log is append-only, keeps what each run saw, and one reader serves
+every channel (docs/monitoring.md).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.json as pa_json
+from sqlalchemy import Engine, and_, insert, select
+
+from core.features import FEATURE_COLUMNS, NUMERIC_NAMES
+from core.warehouse import Warehouse
+from serving.db_tables import PredictionLog
+
+log = logging.getLogger(__name__)
+
+CHANNELS = ("api", "upload", "cli", "warehouse")
+CONTEXT_KEYS = ("_discharge_time", "_eligible", "_invalid")
+WRITE_CHUNK = 5_000
+READ_CHUNK = 100_000
+LOG_COLUMNS = ("id", "logged_at", "channel", "model_version", "source", "encounter_id", "patient_id", "risk",
+               "risk_tier", "features")
+_TABLE = PredictionLog.__table__
+
+
+def feature_schema(names: Sequence[str] = FEATURE_COLUMNS) -> pa.Schema:
+    """Arrow types of the logged JSON keys: numbers as float64, every other feature as text."""
+    numeric = set(NUMERIC_NAMES)
+    fields = [pa.field(name, pa.float64() if name in numeric else pa.string()) for name in names]
+    return pa.schema(fields + [pa.field("_discharge_time", pa.string()), pa.field("_eligible", pa.bool_()),
+                               pa.field("_invalid", pa.bool_())])
+
+
+# --- writing ----------------------------------------------------------------------------------------
+
+def _feature_json(predictions: pd.DataFrame, features: Optional[pd.DataFrame]) -> list[str]:
+    """One JSON object per prediction row (in order), through pandas' C encoder (fast for big runs)."""
+    n = len(predictions)
+    ids = predictions["encounter_id"].astype(str).to_numpy()
+    frame = pd.DataFrame(index=range(n))
+    if features is not None and len(features):
+        unique = features.drop_duplicates("encounter_id", keep="last")
+        matched = unique.set_index(unique["encounter_id"].astype(str)).reindex(ids)
+        for name in FEATURE_COLUMNS:
+            if name in matched.columns:
+                frame[name] = matched[name].to_numpy(dtype=np.float64 if name in NUMERIC_NAMES else object)
+        if "discharge_time" in matched.columns:
+            stamps = pd.to_datetime(matched["discharge_time"], errors="coerce")
+            frame["_discharge_time"] = stamps.dt.strftime("%Y-%m-%dT%H:%M:%S").to_numpy(dtype=object)
+    eligible = predictions["eligible"] if "eligible" in predictions else pd.Series(True, index=predictions.index)
+    frame["_eligible"] = eligible.astype("boolean").fillna(True).astype(bool).to_numpy()
+    problem = predictions["problem"] if "problem" in predictions else pd.Series(None, index=predictions.index)
+    frame["_invalid"] = problem.notna().to_numpy()
+    text = frame.to_json(orient="records", lines=True, double_precision=10)
+    return text.splitlines() if n else []
+
+
+def _text(values: pd.Series) -> np.ndarray:
+    out = values.astype(object).to_numpy()
+    return np.where(pd.isna(out) | (out == ""), None, out.astype(str)).astype(object)
+
+
+def log_rows(predictions: pd.DataFrame, features: Optional[pd.DataFrame], channel: str, model_version: str,
+             logged_at: Optional[dt.datetime] = None, source: Optional[str] = None) -> list[dict[str, Any]]:
+    """The prediction_log rows of one call (pure: nothing written)."""
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r} (choose from {', '.join(CHANNELS)})")
+    logged_at = logged_at or dt.datetime.now(dt.timezone.utc)
+    n = len(predictions)
+    sources = np.full(n, source, dtype=object)
+    if source is None and features is not None and "source" in features.columns and len(features):
+        by_id = features.drop_duplicates("encounter_id", keep="last").set_index("encounter_id")["source"]
+        sources = _text(by_id.reindex(predictions["encounter_id"].astype(str).to_numpy()).reset_index(drop=True))
+    risk = pd.to_numeric(predictions["risk"], errors="coerce").to_numpy(dtype=np.float64)
+    columns = {"encounter_id": _text(predictions["encounter_id"]), "patient_id": _text(predictions["patient_id"]),
+               "risk_tier": _text(predictions["risk_tier"]) if "risk_tier" in predictions else np.full(n, None)}
+    payloads = _feature_json(predictions.reset_index(drop=True), features)
+    return [{"logged_at": logged_at, "channel": channel, "model_version": str(model_version),
+             "source": sources[i], "encounter_id": columns["encounter_id"][i], "patient_id": columns["patient_id"][i],
+             "risk": float(risk[i]) if np.isfinite(risk[i]) else None, "risk_tier": columns["risk_tier"][i],
+             "features": json.loads(payloads[i])} for i in range(n)]
+
+
+def log_predictions(engine: Engine, channel: str, predictions_frame: pd.DataFrame,
+                    features_frame: Optional[pd.DataFrame], model_version: str, *,
+                    logged_at: Optional[dt.datetime] = None, source: Optional[str] = None,
+                    chunk: int = WRITE_CHUNK) -> int:
+    """Append one row per prediction, all in one transaction (committed, so durable, when this returns;
+    nothing is written if it fails). Returns the number of rows logged."""
+    rows = log_rows(predictions_frame, features_frame, channel, model_version, logged_at, source)
+    with engine.begin() as connection:
+        for start in range(0, len(rows), chunk):
+            connection.execute(insert(_TABLE), rows[start:start + chunk])
+    log.info("prediction log: %d rows from channel %s, model %s", len(rows), channel, model_version)
+    return len(rows)
+
+
+def log_warehouse_predictions(engine: Engine, root: str, *, since: Optional[dt.date] = None,
+                              chunk: int = 50_000) -> int:
+    """Log the warehouse's current `predictions` (channel "warehouse") with the feature rows and discharge
+    times they were computed from; only discharges on or after `since` when given (the go-live date).
+
+    A run is logged once: its rows carry the predictions' `scored_at` as their time, and a second call for
+    the same run logs nothing. Returns the number of rows logged."""
+    warehouse = Warehouse(root).pinned()
+    manifest = warehouse.manifest("predictions")
+    scored_at = pd.Timestamp(manifest.get("scored_at") or dt.datetime.now(dt.timezone.utc)).to_pydatetime()
+    if scored_at.tzinfo is None:
+        scored_at = scored_at.replace(tzinfo=dt.timezone.utc)
+    with engine.connect() as connection:
+        done = connection.execute(select(_TABLE.c.id).where(and_(
+            _TABLE.c.channel == "warehouse", _TABLE.c.logged_at == scored_at)).limit(1)).first()
+    if done is not None:
+        return 0
+    model_version = str(manifest.get("model_version") or "unknown")
+    where, params = ("WHERE e.discharge_time >= ?", [pd.Timestamp(since)]) if since else ("", [])
+    frame = warehouse.query(
+        "SELECT p.encounter_id, p.patient_id, p.risk, p.risk_tier, p.eligible, p.problem, p.model_version, "
+        "e.source, e.discharge_time, f.* EXCLUDE (encounter_id, patient_id, source, readmitted_30d, eligible) "
+        "FROM predictions p JOIN encounters e USING (encounter_id) LEFT JOIN features f USING (encounter_id) "
+        f"{where} ORDER BY e.discharge_time, p.encounter_id", params)
+    logged = 0
+    for start in range(0, len(frame), chunk):
+        part = frame.iloc[start:start + chunk]
+        logged += log_predictions(engine, "warehouse", part, part, str(part["model_version"].iloc[0] or model_version),
+                                  logged_at=scored_at)
+    return logged
+
+
+# --- reading ----------------------------------------------------------------------------------------
+
+def parse_features(payloads: Sequence[Any], names: Sequence[str] = FEATURE_COLUMNS) -> pd.DataFrame:
+    """The logged JSON objects (text or dicts) as typed columns: `names` and the context keys.
+
+    Text goes through Arrow's JSON reader (C++, multi-threaded): a million rows parse in seconds."""
+    schema = feature_schema(names)
+    if not len(payloads):
+        return schema.empty_table().to_pandas()
+    lines = "\n".join(p if isinstance(p, str) else json.dumps(p) for p in payloads).encode()
+    options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+    table = pa_json.read_json(io.BytesIO(lines), parse_options=options,
+                              read_options=pa_json.ReadOptions(block_size=1 << 24))
+    return table.to_pandas()
+
+
+def _time_filter(statement, start: Optional[dt.datetime], end: Optional[dt.datetime]):
+    if start is not None:
+        statement = statement.where(_TABLE.c.logged_at >= start)
+    if end is not None:
+        statement = statement.where(_TABLE.c.logged_at < end)
+    return statement
+
+
+def read_log(engine: Engine, start: Optional[dt.datetime] = None, end: Optional[dt.datetime] = None,
+             chunk: int = READ_CHUNK, *, channel: Optional[str] = None, expand: bool = True) -> Iterator[pd.DataFrame]:
+    """The log rows logged in [start, end) (timezone-aware times; None: unbounded), oldest first, as
+    DataFrames of at most `chunk` rows. With `expand` the JSON becomes one column per key
+    (`parse_features`); otherwise `features` holds the dicts."""
+    statement = _time_filter(select(*[_TABLE.c[name] for name in LOG_COLUMNS]), start, end)
+    if channel is not None:
+        statement = statement.where(_TABLE.c.channel == channel)
+    statement = statement.order_by(_TABLE.c.id)
+    with engine.connect() as connection:
+        result = connection.execution_options(yield_per=chunk).execute(statement)
+        for part in result.partitions():
+            frame = pd.DataFrame(part, columns=list(LOG_COLUMNS))
+            if expand:
+                parsed = parse_features(frame["features"].tolist())
+                frame = pd.concat([frame.drop(columns="features"), parsed], axis=1)
+            yield frame
