@@ -53,6 +53,12 @@ bench: $(DEV_STAMP)
 	$(PY) benchmarks/etl.py --rows 100000
 	$(PY) benchmarks/api_load.py
 
+# Schemathesis for 150 s (randomised, with the stateful phase) against a real `readmit api`; `make test`
+# runs a bounded deterministic pass of the same checks (tests/test_api_integration.py).
+.PHONY: fuzz
+fuzz: $(DEV_STAMP)
+	$(PY) benchmarks/fuzz_api.py --seconds 150
+
 # Assemble the Hugging Face Space folder (.space/): app, shipped model, synthetic demo warehouse.
 space: $(RUNTIME_STAMP)
 	rm -rf .space .space-warehouse

@@ -112,12 +112,13 @@ class AccessLogMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception as error:  # not re-raised: uvicorn would print the traceback, values and all
+        except Exception as error:
+            if started:  # the response is under way (or an outer middleware unwinds after its own reply)
+                raise
             logging.getLogger(ERROR_LOGGER).error("unhandled error in %s %s, request %s: %s", scope["method"],
                                                   self.route_of(scope["path"]), request_id, where(error))
-            if not started:
-                response = JSONResponse({"detail": "internal error", "request_id": request_id}, status_code=500)
-                await response(scope, receive, send_with_id)
+            response = JSONResponse({"detail": "internal error", "request_id": request_id}, status_code=500)
+            await response(scope, receive, send_with_id)  # not re-raised: uvicorn would print the traceback
         finally:
             seconds = time.perf_counter() - start
             route = self.route_of(scope["path"])

@@ -2,16 +2,22 @@
 
 For each size, synthetic canonical encounters are first written to Parquet (not timed). Then, each
 in its own subprocess so peak memory is measured per engine (resident memory of the process tree,
-JVM and Python workers included, sampled every 50 ms):
-- spark: the real job (`etl.pipeline` steps: dedup, clean, history, `core.features.build_features`
-  per patient, split, fit encoding on train, versioned write),
+JVM and Python workers included, sampled every 50 ms; CPU-seconds: each process's own user + system
+time, summed over the tree, so a loaded machine shows in wall time but hardly in CPU-seconds):
+- spark: the real job (`etl.pipeline` steps: dedup, clean, history and `core.features.build_features`
+  per patient in one pass, split, fit encoding on train, versioned write), with the settings
+  `etl.pipeline.run_etl` uses (shuffle partitions scaled with the input, `--driver-memory`),
 - duckdb: one SQL statement computing the comparable features (history windows, code category
   and chapter, medication counts, prior-visit total, hash split) and writing Parquet.
 
 The DuckDB side is a *peer* for scale, not a replacement: it computes a subset of the features
 (no Charlson, no clinical groups) and fits no encoding.
 
-    .venv/bin/python benchmarks/etl.py --rows 100000,1000000 [--master local[2]]
+    .venv/bin/python benchmarks/etl.py --rows 100000,1000000 [--master local[2]] [--driver-memory 2g]
+                                       [--keep DIR] [--event-log DIR]
+
+--keep DIR keeps the inputs (and reuses them) and the warehouses (DIR/wh_<rows>); --event-log DIR
+writes Spark's event log there (stage times: see docs/scale.md). The JSON document is printed last.
 """
 from __future__ import annotations
 
@@ -35,6 +41,8 @@ from core.schema import arrow_schema
 from core.synthetic import generate_chunk
 from etl import pipeline
 from etl.spark import get_spark
+
+SAMPLE_SECONDS = 0.05
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -87,20 +95,24 @@ COPY (
 def make_input(rows: int, seed: int, folder: Path) -> Path:
     """Synthetic canonical encounters as Parquet, with a row order column (not timed)."""
 
-    path = folder / f"synthetic_{rows}.parquet"
+    path = folder / f"synthetic_{rows}_{seed}.parquet"
+    if path.exists():
+        return path
+    partial = path.with_name(f".{path.name}.partial")
     schema = arrow_schema().append(pa.field("_row", pa.int64()))
-    with pq.ParquetWriter(path, schema) as writer:
+    with pq.ParquetWriter(partial, schema) as writer:
         for start in range(0, rows, 51_200):
             frame = generate_chunk(start, min(51_200, rows - start), seed)
             frame["_row"] = np.arange(start, start + len(frame), dtype=np.int64)
             writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
+    partial.rename(path)
     return path
 
 
-def run_spark(input_path: str, warehouse: str, master: str) -> int:
+def run_spark(input_path: str, warehouse: str, master: str, driver_memory: str = "2g") -> int:
     """The ETL job on a Parquet of canonical encounters (the extract step swapped for a read)."""
-
-    spark = get_spark(master, "4g", shuffle_partitions=8)
+    rows = pq.ParquetFile(input_path).metadata.num_rows
+    spark = get_spark(master, driver_memory, shuffle_partitions=pipeline.shuffle_partitions(rows))
 
     class ParquetAdapter:
         @staticmethod
@@ -122,12 +134,22 @@ def run_duckdb(input_path: str, output: str) -> int:
     return con.execute("SELECT count(*) FROM read_parquet($path)", {"path": output}).fetchall()[0][0]
 
 
-def measure(command: list[str]) -> dict:
-    """Run a child process; wall time and peak resident memory of its whole process tree."""
-    peak = 0
+def _own_cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def measure(command: list[str], env: dict | None = None) -> dict:
+    """Run a child process: wall time, CPU-seconds and peak resident memory of its whole process tree.
+
+    CPU-seconds sum each process's own user + system time at its last sample (a process's last
+    `SAMPLE_SECONDS` before it exits are missed); the peak is the largest sum of resident memory of
+    the tree at one sample (pages shared between forked workers count once per process). The child's
+    last stdout line is returned as "out"."""
+    peak, cpu = 0, {}
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "OMP_NUM_THREADS": "1"})
+                               env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "OMP_NUM_THREADS": "1", **(env or {})})
     watched = psutil.Process(process.pid)
     done = threading.Event()
 
@@ -136,10 +158,17 @@ def measure(command: list[str]) -> dict:
         while not done.is_set():
             try:
                 tree = [watched] + watched.children(recursive=True)
-                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
             except psutil.Error:
-                pass
-            time.sleep(0.05)
+                tree = []
+            rss = 0
+            for p in tree:
+                try:
+                    rss += p.memory_info().rss
+                    cpu[(p.pid, p.create_time())] = _own_cpu(p)
+                except psutil.Error:
+                    pass
+            peak = max(peak, rss)
+            time.sleep(SAMPLE_SECONDS)
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     out, err = process.communicate()
@@ -147,8 +176,9 @@ def measure(command: list[str]) -> dict:
     sampler.join()
     seconds = time.perf_counter() - start
     if process.returncode != 0:
-        raise RuntimeError(f"{command[2:4]} failed:\n{err[-3000:]}")
-    return {"seconds": seconds, "peak_mb": peak / 2**20, "rows_out": int(out.strip().splitlines()[-1])}
+        raise RuntimeError(f"{command[2:5]} failed:\n{err[-3000:]}")
+    return {"seconds": seconds, "cpu_s": sum(cpu.values()), "peak_mb": peak / 2**20,
+            "load_avg_1m": os.getloadavg()[0], "out": out.strip().splitlines()[-1]}
 
 
 def main() -> None:
@@ -156,35 +186,59 @@ def main() -> None:
     parser.add_argument("--rows", default="100000,1000000")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--master", default="local[*]")
+    parser.add_argument("--driver-memory", default="2g")
+    parser.add_argument("--keep", help="keep inputs and warehouses in this folder (inputs are reused)")
+    parser.add_argument("--event-log", help="write Spark's event log to this folder")
     parser.add_argument("--engine", choices=["spark", "duckdb"], help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine == "spark":
-        print(run_spark(args.input, args.output, args.master))
+        print(run_spark(args.input, args.output, args.master, args.driver_memory))
         return
     if args.engine == "duckdb":
         print(run_duckdb(args.input, args.output))
         return
-    me = [sys.executable, __file__]
-    results = []
     with tempfile.TemporaryDirectory(prefix="readmit-bench-") as tmp:
-        for rows in (int(r) for r in args.rows.split(",")):
-            data = make_input(rows, args.seed, Path(tmp))
-            spark = measure(me + ["--engine", "spark", "--input", str(data), "--output", f"{tmp}/wh_{rows}",
-                                  "--master", args.master])
-            duck = measure(me + ["--engine", "duckdb", "--input", str(data), "--output", f"{tmp}/duck_{rows}.parquet"])
-            result = {"rows": rows, "master": args.master,
-                      "spark": {**spark, "rows_per_s": rows / spark["seconds"]},
-                      "duckdb": {**duck, "rows_per_s": rows / duck["seconds"]},
-                      "spark_over_duckdb_time": spark["seconds"] / duck["seconds"],
-                      "spark_over_duckdb_peak_memory": spark["peak_mb"] / duck["peak_mb"]}
-            results.append(result)
-            print(f"{rows:>9,} encounters | Spark ETL {result['spark']['rows_per_s']:>9,.0f} rows/s, "
-                  f"peak {spark['peak_mb']:>6,.0f} MB | DuckDB {result['duckdb']['rows_per_s']:>9,.0f} rows/s, "
-                  f"peak {duck['peak_mb']:>6,.0f} MB | Spark/DuckDB time x{result['spark_over_duckdb_time']:.1f}, "
-                  f"memory x{result['spark_over_duckdb_peak_memory']:.1f}", flush=True)
+        results = compare([int(r) for r in args.rows.split(",")], args, Path(args.keep or tmp))
     print(json.dumps(results, indent=1))
+
+
+def spark_env(event_log: str | None) -> dict:
+    """PYSPARK_SUBMIT_ARGS that turn Spark's event log on (uncompressed JSON lines), or nothing."""
+    if not event_log:
+        return {}
+    Path(event_log).mkdir(parents=True, exist_ok=True)
+    return {"PYSPARK_SUBMIT_ARGS": f"--conf spark.eventLog.enabled=true --conf spark.eventLog.dir=file://{event_log} "
+                                   "--conf spark.eventLog.compress=false pyspark-shell"}
+
+
+def compare(sizes: list[int], args: argparse.Namespace, folder: Path) -> list[dict]:
+    """Spark's ETL and DuckDB's SQL on each size; one line per size as it completes."""
+    me = [sys.executable, __file__]
+    folder.mkdir(parents=True, exist_ok=True)
+    results = []
+    for rows in sizes:
+        data = make_input(rows, args.seed, folder)
+        warehouse = folder / f"wh_{rows}"
+        spark = measure(me + ["--engine", "spark", "--input", str(data), "--output", str(warehouse),
+                              "--master", args.master, "--driver-memory", args.driver_memory],
+                        env=spark_env(args.event_log))
+        duck = measure(me + ["--engine", "duckdb", "--input", str(data), "--output", f"{folder}/duck_{rows}.parquet"])
+        result = {"rows": rows, "master": args.master, "driver_memory": args.driver_memory,
+                  "shuffle_partitions": pipeline.shuffle_partitions(rows), "warehouse": str(warehouse),
+                  "spark": {**spark, "rows_per_s": rows / spark["seconds"]},
+                  "duckdb": {**duck, "rows_per_s": rows / duck["seconds"]},
+                  "spark_over_duckdb_time": spark["seconds"] / duck["seconds"],
+                  "spark_over_duckdb_cpu": spark["cpu_s"] / duck["cpu_s"],
+                  "spark_over_duckdb_peak_memory": spark["peak_mb"] / duck["peak_mb"]}
+        results.append(result)
+        print(f"{rows:>9,} encounters | Spark ETL {result['spark']['rows_per_s']:>9,.0f} rows/s, "
+              f"{spark['cpu_s']:,.0f} CPU-s, peak {spark['peak_mb']:>6,.0f} MB | DuckDB "
+              f"{result['duckdb']['rows_per_s']:>9,.0f} rows/s, {duck['cpu_s']:,.0f} CPU-s, peak {duck['peak_mb']:>6,.0f} MB"
+              f" | Spark/DuckDB time x{result['spark_over_duckdb_time']:.1f}, CPU x{result['spark_over_duckdb_cpu']:.1f}, "
+              f"memory x{result['spark_over_duckdb_peak_memory']:.1f} | load {spark['load_avg_1m']:.1f}", flush=True)
+    return results
 
 
 if __name__ == "__main__":

@@ -6,11 +6,20 @@
 `demo` is what `make run` does on a fresh clone: when the configured warehouse has no scored
 patients it runs the real pipeline (`readmit etl --source synthetic ...`, then `readmit score`),
 prints how long each step took, starts Streamlit and prints the time until the worklist answers.
+The demo's data follow the generator's "drift" scenario, and the build goes live like a hospital would
+(docs/monitoring.md): the shipped model is recalibrated on the first year's outcomes into
+data/demo-model, which scores the warehouse; the second year's predictions and the outcomes are logged,
+so the Monitoring page shows the shift six months before the end.
+
+The model served: --model, else READMIT_MODEL_DIR, else the promoted one (`readmit promote`), else the
+demo's own (demo only), else the shipped champion.
 """
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +31,8 @@ from core.warehouse import read_pointer
 
 APP = REPO_ROOT / "app.py"
 DEMO_WAREHOUSE = REPO_ROOT / "data" / "warehouse"
+DEMO_MODEL = REPO_ROOT / "data" / "demo-model"
+GO_LIVE_AFTER_DAYS = 365     # the demo goes live one year into its window; that year is its baseline
 
 
 def register(subparsers) -> None:
@@ -54,8 +65,16 @@ def _environment(args) -> dict[str, str]:
         env["READMIT_WAREHOUSE"] = str(args.warehouse)
     if args.model:
         env["READMIT_MODEL_DIR"] = str(args.model)
+    elif not env.get("READMIT_MODEL_DIR") and (promoted := _promoted_model()):
+        env["READMIT_MODEL_DIR"] = promoted
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
+
+
+def _promoted_model():
+    from serving.monitoring import promoted_model_dir
+
+    return promoted_model_dir()
 
 
 def streamlit_command(port: int, address: str = "127.0.0.1") -> list[str]:
@@ -129,21 +148,42 @@ def run_demo(args) -> int:
         if configured and not args.rebuild:
             raise UserError(f"the configured warehouse {root} has no scored patients; run `readmit score "
                             f"--warehouse {root}` or unset READMIT_WAREHOUSE to use the embedded demo")
-        env = _environment(args)
-        cli = [sys.executable, "-m", "cli.main"]
-        etl = _step("synthetic cohort through the ETL", cli + [
-            "etl", "--source", "synthetic", "--rows", str(args.rows), "--seed", str(args.seed),
-            "--warehouse", root], env)
-        score_cmd = cli + ["score", "--warehouse", root] + (["--model", args.model] if args.model else [])
-        score = _step("scoring with the shipped model", score_cmd, env)
-        hospitals = (_step("CMS hospital benchmarks through the ETL", cli + [
-            "etl", "--source", "cms-hrrp", "--input", args.cms_input, "--warehouse", root], env)
-            if args.cms_input else 0.0)
-        print(f"readmit demo: demo warehouse built in {etl + score + hospitals:.1f} s (ETL {etl:.1f} s, "
-              f"scoring {score:.1f} s, hospitals {hospitals:.1f} s)", flush=True)
+        took = _build_demo(args, root)
+        print(f"readmit demo: demo warehouse built in {sum(took.values()):.1f} s ("
+              + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in took.items()) + ")", flush=True)
     else:
         print(f"readmit demo: using the existing warehouse {root}", flush=True)
+    if not args.model and not os.environ.get("READMIT_MODEL_DIR") and (DEMO_MODEL / "config.json").exists():
+        args.model = str(DEMO_MODEL) if _promoted_model() is None else None
     if args.no_serve:
         print(f"readmit demo: ready in {time.perf_counter() - started:.1f} s (not serving: --no-serve)")
         return 0
     return _serve(args, started)
+
+
+def _build_demo(args, root: str) -> dict[str, float]:
+    """ETL of the drift scenario, go-live recalibration of the shipped model on the first year, scoring,
+    then the prediction log from go-live on and the outcomes. Returns the seconds of each step."""
+    from core.synthetic import SCENARIO_VARIABLE, window_start
+
+    env = _environment(args)
+    env[SCENARIO_VARIABLE] = "drift"
+    cli = [sys.executable, "-m", "cli.main"]
+    base_model = args.model or os.environ.get("READMIT_MODEL_DIR") or get_settings().model_dir
+    go_live = window_start(dt.date.today()) + dt.timedelta(days=GO_LIVE_AFTER_DAYS)
+    took = {"ETL": _step("synthetic cohort (drift scenario) through the ETL", cli + [
+        "etl", "--source", "synthetic", "--rows", str(args.rows), "--seed", str(args.seed), "--warehouse", root], env)}
+    shutil.rmtree(DEMO_MODEL, ignore_errors=True)
+    took["go-live recalibration"] = _step("recalibration of the shipped model on the first year", cli + [
+        "recalibrate", "--warehouse", root, "--model", str(base_model), "--since", window_start(dt.date.today()).isoformat(),
+        "--until", go_live.isoformat(), "--as-of", go_live.isoformat(), "--out", str(DEMO_MODEL), "--rebase-reference",
+        "--by", "readmit demo", "--reason", "go-live: local recalibration on the first year's outcomes (demo)"], env)
+    took["scoring"] = _step("scoring with the go-live model", cli + ["score", "--warehouse", root, "--model",
+                                                                     str(DEMO_MODEL)], env)
+    took["monitoring log"] = _step("prediction log from go-live and outcomes", cli + [
+        "log-predictions", "--warehouse", root, "--since", go_live.isoformat()], env)
+    took["monitoring log"] += _step("outcomes", cli + ["outcomes", "--warehouse", root], env)
+    if args.cms_input:
+        took["hospitals"] = _step("CMS hospital benchmarks through the ETL", cli + [
+            "etl", "--source", "cms-hrrp", "--input", args.cms_input, "--warehouse", root], env)
+    return took

@@ -59,6 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--chunk-rows", type=int, default=100_000)
     synth.add_argument("--end", type=_date, default=None,
                        help="last day of the generated discharges, YYYY-MM-DD (default today)")
+    synth.add_argument("--scenario", choices=("stable", "drift"), default="stable",
+                       help="stable (default): a steady window; drift: case mix, coding and the true readmission "
+                            "rate change six months before the end (docs/synthetic.md)")
     synth.set_defaults(handler=synth_command)
 
     template = subparsers.add_parser("template", help="write the discharges upload template (CSV)")
@@ -135,8 +138,8 @@ def synth_command(args: argparse.Namespace) -> int:
     if args.rows <= 0:
         raise UserError("--rows must be positive")
     write_template_csv(args.output, rows=args.rows, seed=args.seed, chunk_rows=args.chunk_rows,
-                       end=args.end or dt.date.today())
-    print(f"wrote {args.rows} synthetic encounters to {args.output}")
+                       end=args.end or dt.date.today(), scenario=args.scenario)
+    print(f"wrote {args.rows} synthetic encounters ({args.scenario}) to {args.output}")
     return 0
 
 

@@ -2,7 +2,7 @@
 
     readmit score --input FILE.csv --output OUT.csv [--model DIR] [--format diabetes130|discharges]
                   [--no-explain] [--warehouse W]
-    readmit score --warehouse W [--model DIR] [--no-explain]
+    readmit score --warehouse W [--model DIR] [--no-explain] [--master M] [--driver-memory 2g]
     readmit score --build-background --warehouse W [--model DIR]
 
 Invalid rows are listed on stderr as "row N, column C: problem" and written to OUT.errors.csv; they
@@ -45,6 +45,10 @@ def register(subparsers) -> None:
     parser.add_argument("--no-explain", action="store_true", help="skip reasons and attributions (faster)")
     parser.add_argument("--warehouse", help="warehouse root: patient history for --input, or what to score "
                                             "without --input")
+    parser.add_argument("--master", help="score the warehouse as a Spark job on this master (e.g. local[2], "
+                                         "spark://host:7077); without it, Spark (local[*]) scores warehouses of "
+                                         "more than 200,000 encounters and one process the smaller ones")
+    parser.add_argument("--driver-memory", default="2g", help="Spark driver memory of the Spark path")
     parser.add_argument("--build-background", action="store_true",
                         help="summarize the warehouse's training features into the model folder's "
                              "explain_background.safetensors and exit")
@@ -121,9 +125,13 @@ def _score_warehouse(args) -> int:
     from core.intake import from_warehouse_frame
     from core.predictions import write_predictions
     from core.warehouse import Warehouse, WarehouseError
+    from etl.score import spark_scoring
     from serving.scoring import ScoringService
     started = time.perf_counter()
     warehouse = Warehouse(args.warehouse)
+    rows = int(warehouse.manifest("encounters").get("rows") or 0) if warehouse.has_table("encounters") else 0
+    if spark_scoring(rows, args.master):
+        return _score_warehouse_spark(args, started)
     try:
         encounters = from_warehouse_frame(warehouse.query("SELECT * FROM encounters ORDER BY encounter_id"))
     except WarehouseError as error:
@@ -139,6 +147,21 @@ def _score_warehouse(args) -> int:
         "encounters_version": warehouse.current_tables().get("encounters")})
     print(f"readmit score: {len(predictions)} predictions written to {args.warehouse} "
           f"(predictions version {version}, {time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    return 0
+
+
+def _score_warehouse_spark(args, started: float) -> int:
+    """The Spark path (`etl.score`): same numbers and reasons, the model loaded once per Python worker."""
+    from etl.score import score_warehouse
+    from etl.spark import get_spark
+    spark = get_spark(args.master or "local[*]", args.driver_memory, app_name="readmit-score")
+    try:
+        record = score_warehouse(spark, args.warehouse, _model_dir(args), explain=not args.no_explain)
+    finally:
+        spark.stop()
+    print(f"readmit score: {record['rows']} predictions written to {args.warehouse} on Spark "
+          f"{record['spark']['master']} (predictions version {record['version']}, "
+          f"{time.perf_counter() - started:.1f} s)", file=sys.stderr)
     return 0
 
 

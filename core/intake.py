@@ -232,7 +232,8 @@ def to_canonical_rows(raw: pd.DataFrame, fmt: str) -> tuple[pd.DataFrame, list[R
     """Raw text rows -> canonical encounters of the valid rows, plus every row error, malformed rows
     (`raw.attrs[MALFORMED_ROWS]`) included; rows keep their numbers in the file."""
     malformed = raw.attrs.get(MALFORMED_ROWS, {})
-    readable = raw.drop(index=list(malformed)) if malformed else raw
+    readable = raw.drop(index=list(malformed)) if malformed else raw.copy(deep=False)
+    readable.attrs = {}  # pandas deep-copies attrs into every frame derived from this one: seconds, with many
     canonical, errors = _diabetes_rows(readable) if fmt == "diabetes130" else parse_discharges(readable)
     errors = [*errors, *(RowError(position + 1, None, problem) for position, problem in malformed.items())]
     return canonical.reset_index(drop=True), sorted(errors, key=lambda e: (e.row or 0, e.column or ""))

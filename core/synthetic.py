@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 from functools import lru_cache
 from itertools import islice
 from pathlib import Path
@@ -54,11 +55,15 @@ ROUND_STRIDE = 10**9             # candidate numbers of round r start at r * ROU
 DEFAULT_END = dt.date(2026, 11, 28)
 WINDOW_DAYS = 730
 SCENARIOS = ("stable", "drift")
+# The scenario of a call that names none. An environment variable so that `readmit demo` can turn the
+# drift on through the Spark ETL (local Spark workers inherit it); every other caller passes `scenario`.
+SCENARIO_VARIABLE = "READMIT_SYNTHETIC_SCENARIO"
 # Scenario "drift", from `drift_start(end)` on (assumptions, chosen to be visible in a demo):
 DRIFT_DAYS_BEFORE_END = 183      # the shift starts six months before `end`
 DRIFT_OLDER_WEIGHT = 2.0         # new patients: age bands from 70 on twice as frequent
-DRIFT_EMERGENCY_SHARE = 0.5      # new patients: half of their other admissions become emergencies
-DRIFT_READMISSION_LOGIT = 0.8    # new patients: readmission log-odds up by this, unexplained by any field
+DRIFT_EMERGENCY_SHARE = 0.5      # new patients: half of their other admissions become emergencies...
+DRIFT_EMERGENCY_VISITS = 1       # ...and one more emergency visit in the year before each stay
+DRIFT_READMISSION_LOGIT = 1.5    # new patients: readmission log-odds up by this, unexplained by any field
 DRIFT_EXTRA_DIAGNOSES = 3        # coding change, every discharge: three more diagnoses recorded...
 MAX_DIAGNOSES = 16               # ...up to the most a claim can hold
 # Gaps between a discharge and the next admission (assumptions: Diabetes 130 has no dates).
@@ -392,6 +397,7 @@ def _stays(candidates: np.ndarray, starts: np.ndarray, seed: int, end: dt.date,
     numeric = {name: _draw_by(u(name), stay_cell, [tables[key] for key in stay_keys])
                for name, tables in p["stay_numeric"].items()}
     prior = _prior_visits(u, position, p["prior_visits"])
+    prior["prior_emergency_visits"] = prior["prior_emergency_visits"] + DRIFT_EMERGENCY_VISITS * shifted_row
     n_codes = _draw(u("diagnosis_count"), p["diagnosis_count"])
     diagnoses = np.column_stack([by_group(f"dx_{i}", p["codes"][f"dx_{i}"]) for i in (1, 2, 3)]).tolist()
     for i in np.flatnonzero(n_codes < 3):
@@ -466,11 +472,17 @@ def _candidate_stays(blocks: np.ndarray, round_: int, seed: int, end: dt.date, s
     return frame[(frame["discharge_time"] < pd.Timestamp(end)).to_numpy()]
 
 
+def scenario_or_default(scenario: Optional[str] = None) -> str:
+    """`scenario`, else `READMIT_SYNTHETIC_SCENARIO`, else "stable"; ValueError for an unknown one."""
+    chosen = scenario or os.environ.get(SCENARIO_VARIABLE) or "stable"
+    if chosen not in SCENARIOS:
+        raise ValueError(f"unknown scenario {chosen!r} (choose from {', '.join(SCENARIOS)})")
+    return chosen
+
+
 def _generate_blocks(first_block: int, blocks: int, seed: int, end: dt.date, scenario: str = "stable") -> pd.DataFrame:
     """Canonical encounters of whole blocks: each block's first `BLOCK_ROWS` stays discharged before `end`
     among its candidates (a block short of them simulates more, round after round)."""
-    if scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {scenario!r} (choose from {', '.join(SCENARIOS)})")
     numbers = np.arange(first_block, first_block + blocks, dtype=np.int64)
     parts = [_candidate_stays(numbers, 0, seed, end, scenario)]
     found = parts[0]["_block"].value_counts().reindex(numbers, fill_value=0)
@@ -489,9 +501,11 @@ def _generate_blocks(first_block: int, blocks: int, seed: int, end: dt.date, sce
 
 
 def generate_chunk(start_row: int, rows: int, seed: int, *, end: dt.date = DEFAULT_END,
-                   scenario: str = "stable") -> pd.DataFrame:
+                   scenario: Optional[str] = None) -> pd.DataFrame:
     """Canonical encounters for global rows [start_row, start_row + rows): identical for the same
-    arguments, and the same rows whatever the chunking. `scenario` is one of `SCENARIOS`."""
+    arguments (and scenario), and the same rows whatever the chunking. `scenario` is one of `SCENARIOS`
+    (default: `scenario_or_default`)."""
+    scenario = scenario_or_default(scenario)
     if start_row < 0 or rows < 0:
         raise ValueError(f"start_row and rows must be >= 0, got {start_row} and {rows}")
     if rows == 0:
@@ -525,7 +539,7 @@ def to_template_frame(encounters: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_template_csv(path: str | Path, rows: int, seed: int, chunk_rows: int = 100_000,
-                       *, end: dt.date = DEFAULT_END, scenario: str = "stable") -> int:
+                       *, end: dt.date = DEFAULT_END, scenario: Optional[str] = None) -> int:
     """Write `rows` synthetic discharges as an upload-template CSV, one chunk in memory at a time.
     Returns the number of rows written."""
     if chunk_rows <= 0:

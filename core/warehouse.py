@@ -195,7 +195,10 @@ def _local_delete(uri: str) -> None:
     folder = local_path(uri)
     doomed = folder if folder.name.startswith(".") else folder.with_name(f".{folder.name}.deleting")
     if doomed != folder:
-        os.replace(folder, doomed)
+        try:
+            os.replace(folder, doomed)
+        except FileNotFoundError:  # another run's clean-up took it first
+            return
     shutil.rmtree(doomed, ignore_errors=True)
 
 
@@ -232,7 +235,7 @@ def prune_versions(root: str | Path, keep: int = KEEP_VERSIONS, tables: Optional
 # --- derived tables and their encounters --------------------------------------------------------------
 
 def switch_tables(pointer: dict[str, Any], tables: Mapping[str, str]) -> None:
-    """Point `tables` at their new versions (pure: changes `pointer` in place).
+    """Point `tables` at their new versions (changes `pointer` in place, no I/O).
 
     A new `encounters` version invalidates the current `predictions`: scored on the old encounters and
     joined by encounter_id, they would show other patients' risks. Their entry is dropped and kept under
@@ -240,9 +243,8 @@ def switch_tables(pointer: dict[str, Any], tables: Mapping[str, str]) -> None:
     """
     current = pointer.setdefault("tables", {})
     invalidated = pointer.setdefault("invalidated", {})
-    encounters = tables.get("encounters")
-    if encounters and encounters != current.get("encounters") and "predictions" in current \
-            and "predictions" not in tables:
+    new_encounters = tables.get("encounters", current.get("encounters")) != current.get("encounters")
+    if new_encounters and "predictions" in current and "predictions" not in tables:
         invalidated["predictions"] = current.pop("predictions")
     current.update(tables)
     if "predictions" in tables:

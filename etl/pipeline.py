@@ -10,32 +10,35 @@ import datetime as dt
 import hashlib
 import importlib
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import pyspark
-from pyspark.sql import DataFrame, SparkSession
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from core.errors import UserError
 from core.features import FEATURE_SPEC_VERSION
-from core.schema import SCHEMA_VERSION
+from core.schema import ENCOUNTER_FIELDS, SCHEMA_VERSION
 from core.warehouse import new_version, table_version_path, writing
 from etl import load
 from etl.encoding_fit import fit_encoding
 from etl.spark import get_spark
-from etl.spark_schema import feature_struct
 from etl.transform import (
+    COPIES_COLUMN,
     DEFAULT_RATIOS,
     DEFAULT_SALT,
+    FEATURES_COLUMN,
     SPLITS,
     drop_duplicate_encounters,
-    ensure_order,
-    features_of,
+    encounters_of,
     local_path,
     null_out_of_bounds,
-    patient_splits,
-    with_history,
+    nulled_counts,
+    patient_pass,
+    with_split,
 )
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,28 @@ def adapter(source: str):
     if source not in SOURCES:
         raise UserError(f"unknown source '{source}' (choose from: {', '.join(SOURCES)})")
     return importlib.import_module(f"etl.sources.{_ADAPTER_MODULES[source]}")
+
+
+ROWS_PER_PARTITION = 250_000   # shuffle partitions scale with the input (`shuffle_partitions`)
+BYTES_PER_INPUT_ROW = 300      # about a Diabetes 130 or template CSV row: the estimate for files
+
+
+def estimated_rows(options: EtlOptions) -> int:
+    """About how many encounters the input holds: `rows` for synthetic, else from the local file size
+    (0 when unknown, e.g. a remote input)."""
+    if options.rows:
+        return options.rows
+    local = local_path(options.input) if options.input else None
+    if local is None or not local.exists():
+        return 0
+    files = [local] if local.is_file() else [p for p in local.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) // BYTES_PER_INPUT_ROW
+
+
+def shuffle_partitions(rows: int) -> int:
+    """About `ROWS_PER_PARTITION` encounters per shuffle partition, at least 8: a task's sort and its
+    Python batches stay the same size as the input grows."""
+    return max(8, math.ceil(rows / ROWS_PER_PARTITION))
 
 
 def input_sha256(path: Optional[str]) -> Optional[str]:
@@ -115,7 +140,8 @@ def _base_manifest(spark: SparkSession, options: EtlOptions, version: str) -> di
 def run_etl(options: EtlOptions, spark: Optional[SparkSession] = None) -> dict[str, Any]:
     """Run the whole job; returns the summary that is also written as the manifests."""
     adapter(options.source)  # unknown source: fail before starting Spark
-    spark = spark or get_spark(options.master, options.driver_memory)
+    spark = spark or get_spark(options.master, options.driver_memory,
+                               shuffle_partitions=shuffle_partitions(estimated_rows(options)))
     load.ensure_root(options.warehouse)
     version = new_version()
     manifest = _base_manifest(spark, options, version)
@@ -141,63 +167,77 @@ def _load_hospitals(spark: SparkSession, options: EtlOptions, version: str, mani
     return {**manifest, "tables": {"hospitals": rows}}
 
 
-def _eligibility_counts(encounters: DataFrame) -> tuple[int, dict[str, int]]:
-    """(all encounters, ineligible ones per reason) in one pass."""
-    rows = encounters.groupBy("ineligible_reason").count().collect()
-    total = sum(int(r["count"]) for r in rows)
-    return total, {f"ineligible: {r['ineligible_reason']}": int(r["count"])
-                   for r in rows if r["ineligible_reason"] is not None}
+def _count_rows(labelled: DataFrame) -> list[Row]:
+    """Every count of the manifest in one aggregation over the persisted pass: per (split, eligible,
+    ineligible reason), encounters, input rows (duplicates included), patients, labels, and the
+    nulled cells per column. Patients are distinct within a group: eligible encounters have no
+    ineligible reason, so a split's eligible patients are one group's."""
+    eligible = F.col(f"{FEATURES_COLUMN}.eligible")
+    label = F.col(f"{FEATURES_COLUMN}.readmitted_30d")
+    return (labelled.groupBy("split", eligible.alias("eligible"), "ineligible_reason")
+            .agg(F.count(F.lit(1)).alias("encounters"), F.sum(COPIES_COLUMN).alias("extracted"),
+                 F.countDistinct("patient_id").alias("patients"), F.sum(label.cast("int")).alias("positives"),
+                 F.count(label).alias("labelled"), *nulled_counts())
+            .collect())
 
 
-def _split_counts(features: DataFrame) -> dict[str, dict[str, int]]:
-    rows = (features.groupBy("split").agg(F.count("*").alias("encounters"),
-                                          F.countDistinct("patient_id").alias("patients"),
-                                          F.sum(F.col("readmitted_30d").cast("int")).alias("positives"),
-                                          F.count("readmitted_30d").alias("labelled")).collect())
-    return {r["split"]: {"encounters": int(r["encounters"]), "patients": int(r["patients"]),
-                         "labelled": int(r["labelled"]), "positives": int(r["positives"] or 0)} for r in rows}
+def _steps(rows: list[Row]) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]]]:
+    """The manifest's steps and split counts from `_count_rows`."""
+    n_extracted = sum(int(r["extracted"]) for r in rows)
+    n_unique = sum(int(r["encounters"]) for r in rows)
+    flagged = {f.name: sum(int(r[f"nulled:{f.name}"] or 0) for r in rows) for f in ENCOUNTER_FIELDS}
+    ineligible: dict[str, int] = {}
+    for r in rows:
+        if r["ineligible_reason"] is not None:
+            key = f"ineligible: {r['ineligible_reason']}"
+            ineligible[key] = ineligible.get(key, 0) + int(r["encounters"])
+    splits: dict[str, dict[str, int]] = {}
+    for r in (r for r in rows if r["eligible"]):
+        counts = splits.setdefault(r["split"], {"encounters": 0, "patients": 0, "labelled": 0, "positives": 0})
+        for key in counts:
+            counts[key] += int(r[key] or 0)
+    n_features = sum(counts["encounters"] for counts in splits.values())
+    steps = [_step("extract", None, n_extracted),
+             _step("deduplicate", n_extracted, n_unique, dropped={"duplicate encounter_id": n_extracted - n_unique}),
+             _step("clean", n_unique, n_unique, flagged_out_of_bounds_set_null={k: v for k, v in flagged.items() if v}),
+             _step("history", n_unique, n_unique),
+             _step("features", n_unique, n_features, dropped=ineligible)]
+    return steps, splits
 
 
 def _load_encounters(spark: SparkSession, options: EtlOptions, version: str, manifest: dict) -> dict[str, Any]:
+    """Extract, dedup and clean stream into one shuffle by patient (`patient_pass`: history and
+    features), persisted to disk; the counts, the encoding fit and both writes read that copy."""
     partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
     patient_step = getattr(adapter(options.source), "patient_step", None)  # e.g. labels from dates
     cached: list[DataFrame] = []
 
     def keep(df: DataFrame) -> DataFrame:
-        cached.append(df.persist())
+        cached.append(df.persist(StorageLevel.DISK_ONLY))
         return cached[-1]
 
     try:
-        extracted = keep(ensure_order(extract(spark, options)))
-        n_extracted = extracted.count()
-        if n_extracted == 0:
-            raise UserError(f"{options.input}: no encounters found")
-        deduplicated = keep(drop_duplicate_encounters(extracted))
-        cleaned, n_unique, flagged = null_out_of_bounds(deduplicated)
+        cleaned = null_out_of_bounds(drop_duplicate_encounters(extract(spark, options)))
         patient_fn = patient_step(cleaned) if patient_step else None
-        encounters = keep(with_history(cleaned, partitions, patient_fn))
-        n_encounters, ineligible = _eligibility_counts(encounters)
-        splits = patient_splits(encounters, options.split_by, options.ratios, options.salt)
-        features = keep(features_of(encounters, partitions).filter(F.col("eligible"))
-                        .join(splits, "patient_id").select(*feature_struct().fieldNames(), "split"))
-        split_counts = _split_counts(features)
-        n_features = sum(counts["encounters"] for counts in split_counts.values())
-        train = features.filter(F.col("split") == SPLITS[0])
+        passed = keep(patient_pass(cleaned, partitions, patient_fn))
+        labelled = with_split(passed, options.split_by, options.ratios, options.salt)
+        if options.split_by != "patient":  # a join: computed once, not once per reader
+            labelled = keep(labelled)
+        steps, split_counts = _steps(_count_rows(labelled))
+        n_encounters, n_features = steps[-1]["rows_in"], steps[-1]["rows_out"]
+        if steps[0]["rows_out"] == 0:
+            raise UserError(f"{options.input}: no encounters found")
         if not split_counts.get(SPLITS[0], {}).get("encounters"):
             raise UserError("the training split is empty: the input has too few patients for these --ratios")
-        prep, model = fit_encoding(train)
+        features = (labelled.filter(F.col(f"{FEATURES_COLUMN}.eligible"))
+                    .select(f"{FEATURES_COLUMN}.*", "split"))
+        prep, model = fit_encoding(features.filter(F.col("split") == SPLITS[0]))
 
-        steps = [_step("extract", None, n_extracted),
-                 _step("deduplicate", n_extracted, n_unique,
-                       dropped={"duplicate encounter_id": n_extracted - n_unique}),
-                 _step("clean", n_unique, n_unique, flagged_out_of_bounds_set_null=flagged),
-                 _step("history", n_unique, n_encounters),
-                 _step("features", n_encounters, n_features, dropped=ineligible)]
         split = {"by": options.split_by, "ratios": list(options.ratios), "salt": options.salt,
                  "counts": split_counts}
         run = {**manifest, "steps": steps, "split": split}
-        load.write_table(encounters, options.warehouse, "encounters", version, ["encounter_id"], n_encounters,
-                         {**run, "table": "encounters", "rows": n_encounters}, spark)
+        load.write_table(encounters_of(passed), options.warehouse, "encounters", version, ["encounter_id"],
+                         n_encounters, {**run, "table": "encounters", "rows": n_encounters}, spark)
         load.write_table(features, options.warehouse, "features", version, ["encounter_id"], n_features,
                          {**run, "table": "features", "rows": n_features, "encounters_version": version,
                           "preprocessing_version": version}, spark)

@@ -1,14 +1,28 @@
-"""The one Spark session factory: local[*] on a laptop, a cluster URL in production."""
+"""The one Spark session factory: local[*] on a laptop, a cluster URL in production; and the switch that
+profiles the Python side of every `mapInArrow` step.
+
+Memory is set here, not by the input: the JVM heap (`driver_memory`; in local mode the executor is the
+driver), the Arrow batch that each Python worker holds (`arrow_batch_rows`, plus at most one patient
+carried over, see `etl.transform.whole_patient_frames`) and the shuffle partitions. Data reused by
+several jobs is persisted to disk only, so it never competes with the heap.
+"""
 from __future__ import annotations
 
+import cProfile
+import functools
 import os
 import sys
+import uuid
+from typing import Callable, Iterator
 
 from pyspark.sql import SparkSession
 
+ARROW_BATCH_ROWS = 10_000
+PROFILE_ENV = "READMIT_PYTHON_PROFILE"
+
 
 def get_spark(master: str = "local[*]", driver_memory: str = "4g", app_name: str = "readmit-etl",
-              shuffle_partitions: int | None = None) -> SparkSession:
+              shuffle_partitions: int | None = None, arrow_batch_rows: int = ARROW_BATCH_ROWS) -> SparkSession:
     """Create (or reuse) a session. Loopback networking, UTC, Arrow on, deterministic shuffles."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -19,7 +33,37 @@ def get_spark(master: str = "local[*]", driver_memory: str = "4g", app_name: str
                .config("spark.driver.bindAddress", "127.0.0.1")
                .config("spark.sql.session.timeZone", "UTC")
                .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+               .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(arrow_batch_rows))
                .config("spark.sql.shuffle.partitions", str(shuffle_partitions or 8))
                .config("spark.ui.enabled", "false")
+               .config("spark.ui.showConsoleProgress", "false")
                .config("spark.sql.ansi.enabled", "false"))
     return builder.getOrCreate()
+
+
+def profiled(fn: Callable[[Iterator], Iterator]) -> Callable[[Iterator], Iterator]:
+    """`fn` (a `mapInArrow` function) that, when the Python worker's environment has
+    READMIT_PYTHON_PROFILE=DIR, writes a cProfile of each task to DIR/<fn>-<pid>-<id>.prof (read it
+    with `pstats`). Local mode inherits the driver's environment; on a cluster set
+    `spark.executorEnv.READMIT_PYTHON_PROFILE`. Reading the next Arrow batch counts as the task's own
+    time, so waiting for the JVM shows up too (as socket reads)."""
+    @functools.wraps(fn)
+    def run(batches: Iterator) -> Iterator:
+        folder = os.environ.get(PROFILE_ENV)
+        if not folder:
+            yield from fn(batches)
+            return
+        profile = cProfile.Profile()
+        results = fn(batches)
+        while True:
+            profile.enable()
+            try:
+                item = next(results, None)
+            finally:
+                profile.disable()
+            if item is None:
+                break
+            yield item
+        os.makedirs(folder, exist_ok=True)
+        profile.dump_stats(os.path.join(folder, f"{fn.__name__}-{os.getpid()}-{uuid.uuid4().hex[:8]}.prof"))
+    return run

@@ -24,6 +24,7 @@ from core.features import add_patient_history, build_features, sort_for_history
 from core.schema import COLUMNS, ENCOUNTER_FIELDS
 from core.validation import ColumnRule, missing_columns, null_invalid_values, rules_from_fields, validate_frame
 from core.warehouse import is_remote
+from etl.spark import profiled
 from etl.spark_schema import encounter_struct, feature_struct
 
 ORDER_COLUMN = "_row"          # deterministic input order, used to keep the first of duplicates
@@ -124,14 +125,17 @@ def batch_frame(batch: pa.RecordBatch) -> pd.DataFrame:
     return frame
 
 
-def arrow_batches(frame: pd.DataFrame, schema: T.StructType) -> Iterator[pa.RecordBatch]:
-    """A pandas frame as Arrow batches of exactly the Spark schema (nulls stay nulls).
+def arrow_table(frame: pd.DataFrame, schema: T.StructType) -> pa.Table:
+    """A pandas frame as an Arrow table of exactly the Spark schema (nulls stay nulls).
 
     `safe=False` lets pandas' nanosecond timestamps become Spark's microseconds."""
     arrow = to_arrow_schema(schema, timezone="UTC")
-    table = pa.Table.from_pandas(frame[[f.name for f in schema.fields]], schema=arrow, preserve_index=False,
-                                 safe=False)
-    yield from table.to_batches()
+    return pa.Table.from_pandas(frame[[f.name for f in schema.fields]], schema=arrow, preserve_index=False, safe=False)
+
+
+def arrow_batches(frame: pd.DataFrame, schema: T.StructType) -> Iterator[pa.RecordBatch]:
+    """`arrow_table` as record batches."""
+    yield from arrow_table(frame, schema).to_batches()
 
 
 def with_order(schema: T.StructType) -> T.StructType:
@@ -161,12 +165,18 @@ def ensure_order(encounters: DataFrame) -> DataFrame:
     return encounters.withColumn(ORDER_COLUMN, F.xxhash64(content))
 
 
+COPIES_COLUMN = "_copies"      # rows the input had with the kept row's encounter_id (1: no duplicate)
+
+
 def drop_duplicate_encounters(encounters: DataFrame) -> DataFrame:
-    """Keep the first row of each encounter_id in input order (ties broken by content)."""
+    """Keep the first row of each encounter_id in input order (ties broken by content); `COPIES_COLUMN`
+    says how many rows it stands for, so the extract count needs no pass of its own."""
     encounters = ensure_order(encounters)
-    order = Window.partitionBy("encounter_id").orderBy(ORDER_COLUMN, F.xxhash64(F.to_json(F.struct(*COLUMNS))))
-    return (encounters.withColumn("_rank", F.row_number().over(order)).filter(F.col("_rank") == 1)
-            .drop("_rank"))
+    same_id = Window.partitionBy("encounter_id")
+    order = same_id.orderBy(ORDER_COLUMN, F.xxhash64(F.to_json(F.struct(*COLUMNS))))
+    return (encounters.withColumn("_rank", F.row_number().over(order))
+            .withColumn(COPIES_COLUMN, F.count(F.lit(1)).over(same_id))
+            .filter(F.col("_rank") == 1).drop("_rank"))
 
 
 BOUNDED_FIELDS = tuple(f for f in ENCOUNTER_FIELDS if f.bounds is not None and f.kind in ("int", "float"))
@@ -187,8 +197,9 @@ def _null_implausible(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts).loc[frame.index] if parts else frame.assign(**{NULLED_COLUMN: []})
 
 
-def null_out_of_bounds(encounters: DataFrame) -> tuple[DataFrame, int, dict[str, int]]:
-    """Set implausible values to null; returns (cleaned, rows, nulled count per column), counted in one pass.
+def null_out_of_bounds(encounters: DataFrame) -> DataFrame:
+    """Set implausible values to null, listing each row's nulled columns in `NULLED_COLUMN` (counted
+    later by `nulled_counts`, in the job's one counting pass: this step runs no Spark job).
 
     Every source: numbers outside their documented plausible range. The discharges template (input
     in the canonical schema) also gets every other rule of `core.validation` that uploads and the API
@@ -203,12 +214,14 @@ def null_out_of_bounds(encounters: DataFrame) -> tuple[DataFrame, int, dict[str,
     def clean(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             yield from arrow_batches(_null_implausible(batch_frame(batch)), schema)
-    flagged = encounters.mapInArrow(clean, schema)
-    names = [f.name for f in ENCOUNTER_FIELDS if f.name in encounters.columns]
-    counts_row = flagged.agg(F.count(F.lit(1)).alias("_rows"), *[
-        F.sum(F.array_contains(NULLED_COLUMN, name).cast("int")).alias(name) for name in names]).collect()[0]
-    counts = {name: int(counts_row[name] or 0) for name in names}
-    return flagged.drop(NULLED_COLUMN), int(counts_row["_rows"]), {name: n for name, n in counts.items() if n}
+    return encounters.mapInArrow(profiled(clean), schema)
+
+
+def nulled_counts() -> list[F.Column]:
+    """Aggregate expressions over `null_out_of_bounds`' output: per canonical column, the rows where it
+    was set to null (aliased `nulled:<column>`)."""
+    return [F.sum(F.array_contains(NULLED_COLUMN, f.name).cast("int")).alias(f"nulled:{f.name}")
+            for f in ENCOUNTER_FIELDS]
 
 
 # --- patient-grouped passes ----------------------------------------------------------------------
@@ -235,17 +248,18 @@ def whole_patient_frames(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFram
         yield carry.reset_index(drop=True)
 
 
-def map_patients(df: DataFrame, fn: Callable[[pd.DataFrame], pd.DataFrame], schema: T.StructType,
+def map_patients(df: DataFrame, fn: Callable[[pd.DataFrame], pa.Table], schema: T.StructType,
                  partitions: int) -> DataFrame:
-    """Apply a pandas function to whole patients: hash-partition, sort, stream whole-patient frames."""
+    """Apply a function to whole patients: hash-partition, sort, stream whole-patient frames; `fn`
+    returns an Arrow table of `schema`."""
     grouped = (df.repartition(partitions, "patient_id")
                .sortWithinPartitions("patient_id", F.col("encounter_id")))
 
     def mapped(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         frames = (batch_frame(batch) for batch in batches)
         for whole in whole_patient_frames(frames):
-            yield from arrow_batches(fn(whole), schema)
-    return grouped.mapInArrow(mapped, schema)
+            yield from fn(whole).to_batches()
+    return grouped.mapInArrow(profiled(mapped), schema)
 
 
 def fill_history(encounters: pd.DataFrame) -> pd.DataFrame:
@@ -260,18 +274,40 @@ def fill_history(encounters: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def with_history(encounters: DataFrame, partitions: int,
+FEATURES_COLUMN = "_features"  # the feature row of `patient_pass`, a struct of `feature_struct()`
+
+
+def patient_pass(encounters: DataFrame, partitions: int,
                  patient_fn: Optional[Callable[[pd.DataFrame], pd.DataFrame]] = None) -> DataFrame:
-    """Canonical encounters with per-patient columns filled (optionally after a source's own
-    patient-level step, e.g. labels derived from dates)."""
-    def complete(frame: pd.DataFrame) -> pd.DataFrame:
-        return fill_history(patient_fn(frame) if patient_fn else frame)
-    return map_patients(encounters.select(*COLUMNS), complete, encounter_struct(), partitions)
+    """History and features of whole patients in one shuffle: each row is a canonical encounter with
+    its per-patient columns filled (optionally after a source's own patient-level step, e.g. labels
+    derived from dates), plus `FEATURES_COLUMN`, its row of `core.features.build_features` over those
+    filled encounters. Columns beyond the canonical ones (`_`-prefixed bookkeeping) ride along.
+
+    Both tables come from this one pass (`encounters_of`, `features_of`): history and features used
+    to be two passes, each shuffling every encounter by patient."""
+    carried = [f for f in encounters.schema.fields if f.name not in COLUMNS and f.name != ORDER_COLUMN]
+    row_schema = T.StructType(encounter_struct().fields + carried)
+    schema = T.StructType(row_schema.fields + [T.StructField(FEATURES_COLUMN, feature_struct())])
+    features_schema = feature_struct()
+
+    def complete(frame: pd.DataFrame) -> pa.Table:
+        filled = fill_history(patient_fn(frame) if patient_fn else frame).reset_index(drop=True)
+        features = arrow_table(build_features(filled).loc[filled.index], features_schema)
+        struct = pa.StructArray.from_arrays([column.combine_chunks() for column in features.columns],
+                                            fields=list(features.schema))
+        return arrow_table(filled, row_schema).append_column(FEATURES_COLUMN, pa.chunked_array([struct]))
+    return map_patients(encounters.select(*COLUMNS, *[f.name for f in carried]), complete, schema, partitions)
 
 
-def features_of(encounters: DataFrame, partitions: int) -> DataFrame:
-    """`core.features.build_features` on whole patients, in Spark."""
-    return map_patients(encounters.select(*COLUMNS), build_features, feature_struct(), partitions)
+def encounters_of(passed: DataFrame) -> DataFrame:
+    """The `encounters` table rows of `patient_pass`."""
+    return passed.select(*COLUMNS)
+
+
+def features_of(passed: DataFrame) -> DataFrame:
+    """The feature rows of `patient_pass` (every encounter, eligible or not)."""
+    return passed.select(f"{FEATURES_COLUMN}.*")
 
 
 # --- split ---------------------------------------------------------------------------------------
@@ -297,6 +333,14 @@ def _split_of(position: F.Column, ratios: Sequence[float]) -> F.Column:
     train, validation, _ = ratios
     return (F.when(position < train, SPLITS[0]).when(position < train + validation, SPLITS[1])
             .otherwise(SPLITS[2]))
+
+
+def with_split(encounters: DataFrame, by: str, ratios: Sequence[float], salt: str = DEFAULT_SALT) -> DataFrame:
+    """`encounters` with each patient's `split` column. By patient, a column expression (no shuffle, no
+    join); by time, joined from `patient_splits`."""
+    if by == "patient":
+        return encounters.withColumn("split", _split_of(patient_fraction(salt), ratios))
+    return encounters.join(patient_splits(encounters, by, ratios, salt), "patient_id")
 
 
 def patient_splits(encounters: DataFrame, by: str, ratios: Sequence[float], salt: str = DEFAULT_SALT

@@ -221,13 +221,12 @@ def _model_index(primary: Optional[Evaluation], training: dict[str, Any]) -> lis
         "metrics": results, "source": {"name": source, "url": DATASET_URL}}]}]
 
 
-def _version_line(version: Optional[str]) -> str:
+def _version_line(version: Optional[str], sealed: Iterable[str]) -> str:
     if version is None:
         return ("**Not sealed**: this folder has no valid `manifest.json`, so `readmit` refuses to load it; run "
                 "`readmit seal --model DIR` once its files are the ones that were evaluated.")
     return (f"**Model version `{version}`**: `manifest.json` lists the SHA-256 of every file that can change a "
-            "score (weights, config, preprocessing, calibration, thresholds, explanation background); `readmit` "
-            "refuses to load the folder if any of them differs.")
+            f"score ({_names(sorted(sealed))}); `readmit` refuses to load the folder if any of them differs.")
 
 
 def _headline(f: Folder) -> str:
@@ -241,6 +240,14 @@ def _headline(f: Folder) -> str:
             f"AUPRC {_num(o.get('auprc'))}, Brier score {_num(o.get('brier'))}, ECE {_num(o.get('ece'))}.")
 
 
+def _stale_line(f: Folder) -> list[str]:
+    measured = f.metrics.get("model_version")
+    if not f.evaluations or measured == f.version:
+        return []
+    return [f"**Stale**: these metrics measured model version `{measured}`, not this folder's `{f.version}`; "
+            "rerun `readmit evaluate`.", ""]
+
+
 def _intro(f: Folder) -> list[str]:
     return ["# readmit-transformer: 30-day hospital readmission risk", "",
             "A small tabular transformer (every feature is a token; diagnosis codes carry their ICD category and "
@@ -248,7 +255,7 @@ def _intro(f: Folder) -> list[str]:
             "with diabetes is followed by an unplanned readmission within 30 days. Load it with "
             "`import models; AutoModelForSequenceClassification.from_pretrained(folder)` or, with calibration, "
             "tiers and percentiles, `models.inference.ReadmitPredictor.load(folder)`.", "",
-            _version_line(f.version), "", _headline(f), "",
+            _version_line(f.version, f.manifest.get("files", {})), "", _headline(f), "", *_stale_line(f),
             f"The sections follow {TRIPOD_AI} for a released model; the last part lists the source attributes of "
             f"a predictive decision support intervention in the {HTI1}. The card is rendered from this folder's "
             "files by `models/card.py`; `readmit evaluate` re-renders it after writing `metrics.json`.", ""]
@@ -691,7 +698,8 @@ def _hti1(f: Folder) -> list[str]:
             "### Quantitative measures of performance", "",
             performance + " No study of the model's effect on patient outcomes has been done.", "",
             "### Ongoing maintenance of intervention implementation and use", "",
-            "The folder is sealed (`manifest.json`), so the model in use is the one evaluated. Validity and "
+            "The folder is sealed (`manifest.json`): `readmit` refuses a scoring file that differs, and "
+            "`metrics.json` names the version it measured (this card flags a mismatch). Validity and "
             "fairness on local data: the dashboard's Model quality page measures discrimination, the capacity "
             "trade-off and subgroup sensitivity on labelled local discharges; `readmit evaluate` on a local "
             "warehouse gives the full report. Check both before use and whenever coding, population or practice "
@@ -717,12 +725,46 @@ def _reproduce(f: Folder) -> list[str]:
             "the search at a different trial can change the chosen trial).", ""]
 
 
+CHANGES_FILE = "changes.jsonl"
+
+
+def recalibration_section(folder: str | Path) -> list[str]:
+    """The recalibrations recorded in the folder's changes.jsonl (written by `readmit recalibrate` under the
+    change plan): why, on what data, and calibration before and after. Empty when there is none."""
+    path = Path(folder) / CHANGES_FILE
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    records = [r for r in records if r.get("change") == "recalibration"]
+    if not records:
+        return []
+    lines = ["## Recalibration", "",
+             "Changes made under the predetermined change plan recorded in `changes.jsonl`: only the calibration map "
+             "(`calibration.json`) was refitted, so the weights, the ranking and AUROC are those of the version it "
+             "came from; metrics measured on that version are marked stale above.", ""]
+    for r in records:
+        data, plan = r.get("data", {}), r.get("plan", {})
+        rows = [[label, _num(r["before"].get(key), 4), _num(r["after"].get(key), 4),
+                 _num(r.get("after_held_out", {}).get(key), 4)]
+                for label, key in (("ECE", "ece"), ("calibration-in-the-large", "calibration_in_the_large"),
+                                   ("calibration slope", "calibration_slope"), ("observed rate", "observed_rate"),
+                                   ("predicted rate", "predicted_rate"))]
+        lines += [f"### {str(r.get('at', ''))[:10]}: recalibrated from `{r.get('from_version')}`", "",
+                  f"- Why: {r.get('reason')} (by {r.get('by')}).",
+                  f"- Data: {_count(data.get('encounters'))} eligible encounters of {_count(data.get('patients'))} "
+                  f"patients with matured outcomes ({_count(data.get('readmissions'))} readmissions), discharged from "
+                  f"{data.get('since')} to before {data.get('until')}, outcomes as of {data.get('as_of')}.",
+                  f"- Method: {r.get('method')}, refitted on the raw model probability. Check: {plan.get('how_checked')}"
+                  f" ({'accepted' if r.get('accepted') else 'not accepted'}).",
+                  f"- Monitoring reference: {r.get('reference')}.", ""]
+        lines += _table(["on the refit data", "before", "after", "after, held-out halves"], rows) + [""]
+    return lines
+
+
 def render_card(folder: str | Path) -> str:
     f = read_folder(folder)
     lines = (_metadata(f) + _intro(f) + _intended_use() + _target_population(f) + _data_sources(f) + _eligibility(f)
              + _outcome() + _predictors(f) + _missing_data(f) + _class_imbalance(f) + _performance(f) + _subgroups(f)
              + _calibration(f) + _thresholds(f) + _fairness(f) + _model(f) + _limitations(f) + _updating(f)
-             + _hti1(f) + _reproduce(f))
+             + recalibration_section(folder) + _hti1(f) + _reproduce(f))
     return "\n".join(lines)
 
 

@@ -71,9 +71,9 @@ risk = pred.get("risk")
 scored = risk is not None and not pd.isna(risk)
 service = data.loaded_model() if scored else None
 live, live_failed = None, False
-if service is not None:
+if service is not None and patient.needs_live_explanation(pred, service.model_version):
     try:
-        with st.spinner("Explaining this score (sampled Shapley values)…"):
+        with st.spinner("Explaining this score with the loaded model…"):
             live = data.live_explanation(detail.encounter_id, service)
     except Exception as error:
         log.error("live explanation failed (%s)", type(error).__name__)  # no patient ids in the app log
@@ -107,18 +107,18 @@ left, right = st.columns([3, 2])
 with left:
     if live is not None:
         st.plotly_chart(figures.contributions_figure(live.contributions, live.base_risk), width="stretch")
-        st.caption(f"Reasons and chart: sampled Shapley explanation ({live.samples} samples), computed now for this "
-                   f"discharge by model {live.model_version}; the bars add up from the average patient's risk to this "
-                   "patient's risk. The worklist's one-line reasons come from the fast approximation (integrated "
-                   "gradients) stored at scoring time and may rank the fields differently.")
+        stored_by = (f"the stored explanation is model {pred.get('model_version') or '(unknown)'}'s"
+                     if not detail.contributions.empty else "no explanation is stored with this score")
+        st.caption(f"Reasons and chart: computed now by the loaded model {live.model_version} ({stored_by}), by "
+                   "the method `readmit score` stores: Shapley values of the field groups. The bars add up from the "
+                   "average patient's risk to this patient's risk.")
     elif not detail.contributions.empty:
-        st.plotly_chart(figures.contributions_figure(detail.contributions, (detail.prediction or {}).get("base_risk")), width="stretch")
-        why = ("the live explanation could not be computed" if live_failed
-               else "no model is loaded" if scored and service is None else "no live explanation is available")
-        st.caption(f"Reasons and chart: {why}, so these are the contributions stored when the model scored this "
-                   "discharge (by default the fast approximation, integrated gradients, which can rank the fields "
-                   "differently from exact Shapley values). The bars add up from the average patient's risk to "
-                   "this patient's risk.")
+        st.plotly_chart(figures.contributions_figure(detail.contributions, pred.get("base_risk")), width="stretch")
+        why = (" (an explanation by the loaded model could not be computed)" if live_failed
+               else " (no model is loaded here)" if scored and service is None else "")
+        st.caption(f"Reasons and chart: stored when model {pred.get('model_version') or '(unknown)'} scored this "
+                   f"discharge{why}, the same ones the worklist shows: Shapley values of the field groups. The bars "
+                   "add up from the average patient's risk to this patient's risk.")
     else:
         st.info("No explanation stored for this discharge.")
 with right:
@@ -176,13 +176,11 @@ st.subheader("Outreach")
 outreach_source = str(enc.get("source") or "warehouse")
 calls_made = data.outreach_history(outreach_source, detail.encounter_id, detail.patient_id)
 if calls_made:
-    st.dataframe(pd.DataFrame({
-        "when": [f"{e.recorded_at:%Y-%m-%d %H:%M} UTC" for e in calls_made], "result": [e.label for e in calls_made],
-        "by": [e.recorded_by for e in calls_made],
-        "note": [(e.note or "—") + (" (recorded under another patient id)" if e.patient_mismatch else "")
-                 for e in calls_made]}), hide_index=True, width="stretch", key="pt_history",
-        column_config={"when": "When", "result": "Result", "by": "Recorded by",
-                       "note": st.column_config.TextColumn("Note", width="large")})
+    st.table(pd.DataFrame({
+        "When": [f"{e.recorded_at:%Y-%m-%d %H:%M} UTC" for e in calls_made], "Result": [e.label for e in calls_made],
+        "Recorded by": [e.recorded_by for e in calls_made],
+        "Note": [(e.note or "—") + (" (recorded under another patient id)" if e.patient_mismatch else "")
+                 for e in calls_made]}), hide_index=True)
 else:
     st.write("No calls recorded for this discharge yet.")
 with st.form("pt_outreach", clear_on_submit=True):

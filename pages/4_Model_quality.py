@@ -45,6 +45,8 @@ def highlight_gap(row) -> list[str]:
     return [f"font-weight: bold; background-color: {figures.HIGHLIGHT}" if marked else "" for _ in row]
 
 
+if info.stale:   # every held-out number on every tab comes from that metrics.json
+    st.warning(info.stale)
 tabs = st.tabs(["Discrimination", "Calibration", "Capacity and threshold", "Subgroups", "Model card"])
 with tabs[0]:
     st.subheader("Held-out test set (model folder)")
@@ -143,9 +145,11 @@ with tabs[3]:
         if threshold is None:
             table = table.drop(columns=["Called", "PPV", "Sensitivity", "Sensitivity gap (points)"])
         st.dataframe(table.style.apply(highlight_gap, axis=1), hide_index=True, width="stretch",
-                     height=TABLE_ROW_PX * (len(table) + 1) + 3)   # every row, no inner scroll bar
-        st.caption(f"{q.NOT_AVAILABLE}: the group has no readmission (AUROC, sensitivity) or nobody in it was "
-                   "called (PPV).")
+                     height=TABLE_ROW_PX * (len(table) + 1) + 3,   # every row, no inner scroll bar
+                     column_config={"Note": st.column_config.TextColumn("Note", width="medium")})
+        if table.isin([q.NOT_AVAILABLE]).any().any():
+            st.caption(f"{q.NOT_AVAILABLE}: the group has no readmission (AUROC, sensitivity) or nobody in it was "
+                       "called (PPV).")
     else:
         st.info(NO_LABELS)
     subgroup_figures = {name: fig for name, fig in info.figures.items() if name.startswith("subgroup_")}

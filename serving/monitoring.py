@@ -50,7 +50,7 @@ from core.features import CODE_FEATURES, FEATURE_COLUMNS, FEATURE_LABELS, NUMERI
 from core.metric_report import auroc_interval
 from core.warehouse import Warehouse, WarehouseError, write_text_atomic
 from models.calibration import Calibrator, grouped_halves
-from models.card import write_card
+from models.card import CHANGES_FILE, write_card
 from models.inference import ReadmitPredictor
 from models.manifest import sealed_update
 from serving import figures
@@ -59,7 +59,6 @@ from serving.prediction_log import parse_features
 
 REFERENCE_FILE = "monitoring_reference.json"
 REFERENCE_FORMAT = 1
-CHANGES_FILE = "changes.jsonl"
 PERIODS = ("week", "month")
 MATURITY_DAYS = 30                  # the label of a discharge is final 30 days after it
 MIN_PERIOD_ROWS = 100               # fewer scored rows: the period is shown, not judged
@@ -71,7 +70,7 @@ MONITORED = tuple(name for name in FEATURE_COLUMNS if name not in CODE_FEATURES)
 OTHER, MISSING = "__other__", "__missing__"
 DATASET_DRIFT = (0.25, 0.5)         # share of drifting inputs: watch, act (Evidently's dataset drift is 0.5)
 ESTIMATED_AUROC = (0.03, 0.05)      # |expected AUROC - reference|: watch, act
-ESTIMATED_RATE = (0.25, 0.5)        # |expected readmission rate / reference - 1|: watch, act
+ESTIMATED_RATE = (0.10, 0.25)       # |expected readmission rate / reference - 1|: watch, act (and significant)
 INVALID_SHARE = (0.02, 0.05)        # rows not scored for invalid values: watch, act
 UNKNOWN_SHARE = (0.2, 0.5)          # matured discharges without an outcome: watch, act
 VOLUME_RATIO = ((0.5, 2.0), (0.25, 4.0))    # scored rows / median of the other complete periods
@@ -592,7 +591,7 @@ def _drift(rows, codes, periods, scored, reference: Reference, summaries) -> dic
         drifting = []
         for name, p_adj in zip(monitored, adjusted):
             cell = cells[name][k]
-            judged = cell["n"] >= MIN_PERIOD_ROWS
+            judged = cell["n"] >= MIN_PERIOD_ROWS and summary["complete"]  # a part-period skews calendar inputs
             severity = mon.drift_severity(cell["psi"], p_adj) if judged else None
             if severity:
                 drifting.append(name)
@@ -614,7 +613,8 @@ def _performance(rows, codes, periods, scored, flagged, summaries, n_boot) -> li
         in_period = (codes == k) & scored
         if in_period.any():
             estimate = mon.estimated_performance(risk[in_period], flagged[in_period])
-            out.append({"period": summary["period"], "kind": "estimated", **estimate})
+            out.append({"period": summary["period"], "kind": "estimated", **estimate,
+                        "risk_sd": float(np.std(risk[in_period], ddof=1)) if in_period.sum() > 1 else None})
         known = in_period & np.isfinite(label)
         y = label[known]
         if not summary["matured"] or known.sum() < MIN_CELL or y.min() == y.max():
@@ -756,7 +756,8 @@ def _period_alerts(s: dict[str, Any], report: dict[str, Any]) -> list[mon.Alert]
         out.append(mon.Alert("dataset_drift", "inputs", severity,
                              f"Data drift: {len(s['drifted'])} of {monitored} model inputs changed in {label} "
                              f"({_share(s['drift_share'], 0)}; {severity}).", period))
-    score_severity = mon.drift_severity(s.get("score_psi") or float("nan"), s.get("score_p_value") or float("nan"))
+    score_severity = mon.drift_severity(s.get("score_psi") or float("nan"), s.get("score_p_value") or float("nan")) \
+        if s["complete"] else None
     if score_severity:
         out.append(mon.Alert("score_drift", "risk", score_severity,
                              f"Risk scores: the spread of risks in {label} moved away from the reference "
@@ -804,9 +805,14 @@ def _performance_alerts(s: dict[str, Any], report: dict[str, Any]) -> list[mon.A
 
 
 def _estimated_alerts(estimated, reference, label, period) -> list[mon.Alert]:
+    """The expected readmission rate (mean risk) or expected AUROC of an unmatured period apart from the
+    reference's; the rate's change must also be beyond chance (a z-test on the mean risk at 5%)."""
     out = []
     base_rate, base_auroc = reference.get("mean_risk"), reference.get("expected_auroc")
     rate_change = abs(estimated["predicted_rate"] / base_rate - 1) if base_rate else float("nan")
+    if estimated.get("risk_sd"):
+        z = (estimated["predicted_rate"] - base_rate) / (estimated["risk_sd"] / np.sqrt(estimated["n"]))
+        rate_change = rate_change if 2 * stats.norm.sf(abs(z)) < mon.SIGNIFICANCE else float("nan")
     auroc_change = abs(estimated["auroc"] - base_auroc) if base_auroc is not None else float("nan")
     severity = max((_band(rate_change, ESTIMATED_RATE), _band(auroc_change, ESTIMATED_AUROC)),
                    key=lambda v: {"act": 2, "watch": 1, None: 0}[v])
@@ -1032,13 +1038,11 @@ def promote(model_dir: str | Path, by: Optional[str] = None, path: Optional[Path
     return record
 
 
-def serving_model_dir(configured: Optional[str] = None, path: Optional[Path] = None) -> str:
-    """The model folder serving should load: READMIT_MODEL_DIR when set, else the promoted one, else the
-    configured default. Read at start: a running process keeps its model until restarted."""
-    if os.environ.get("READMIT_MODEL_DIR"):
-        return os.environ["READMIT_MODEL_DIR"]
+def promoted_model_dir(path: Optional[Path] = None) -> Optional[str]:
+    """The promoted model folder, or None when nothing was promoted or its folder is gone. Serving reads it
+    at start (`readmit app`, `readmit demo`): a running process keeps its model until restarted."""
     record = promotion_record(path)
-    return record["model_dir"] if record else (configured or get_settings().model_dir)
+    return record["model_dir"] if record and Path(record["model_dir"]).is_dir() else None
 
 
 # --- reading the report: one line per chart, text and HTML ---------------------------------------------
@@ -1143,3 +1147,13 @@ def render_html(report: dict[str, Any]) -> str:
              "tr.watch td:first-child{background:#FBE3C8}.reading{font-weight:bold;margin-top:2em}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Monitoring {report['as_of']}</title>"
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def log_state(engine: Engine) -> str:
+    """Changes whenever a prediction, an outcome or a call list is recorded: part of the page's cache key."""
+    log, outcome, lists = PredictionLog.__table__, Outcome.__table__, CallList.__table__
+    with engine.connect() as connection:
+        logged = connection.execute(select(func.max(log.c.id), func.count())).one()
+        known = connection.execute(select(func.count(), func.max(outcome.c.recorded_at))).one()
+        built = connection.execute(select(func.max(lists.c.id))).scalar()
+    return f"{logged[0]}:{logged[1]}:{known[0]}:{known[1]}:{built}"

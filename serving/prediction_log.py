@@ -59,7 +59,7 @@ def feature_schema(names: Sequence[str] = FEATURE_COLUMNS) -> pa.Schema:
 
 # --- writing ----------------------------------------------------------------------------------------
 
-def _feature_json(predictions: pd.DataFrame, features: Optional[pd.DataFrame]) -> list[str]:
+def feature_payloads(predictions: pd.DataFrame, features: Optional[pd.DataFrame]) -> list[str]:
     """One JSON object per prediction row (in order), through pandas' C encoder (fast for big runs)."""
     n = len(predictions)
     ids = predictions["encounter_id"].astype(str).to_numpy()
@@ -100,7 +100,7 @@ def log_rows(predictions: pd.DataFrame, features: Optional[pd.DataFrame], channe
     risk = pd.to_numeric(predictions["risk"], errors="coerce").to_numpy(dtype=np.float64)
     columns = {"encounter_id": _text(predictions["encounter_id"]), "patient_id": _text(predictions["patient_id"]),
                "risk_tier": _text(predictions["risk_tier"]) if "risk_tier" in predictions else np.full(n, None)}
-    payloads = _feature_json(predictions.reset_index(drop=True), features)
+    payloads = feature_payloads(predictions.reset_index(drop=True), features)
     return [{"logged_at": logged_at, "channel": channel, "model_version": str(model_version),
              "source": sources[i], "encounter_id": columns["encounter_id"][i], "patient_id": columns["patient_id"][i],
              "risk": float(risk[i]) if np.isfinite(risk[i]) else None, "risk_tier": columns["risk_tier"][i],
@@ -130,9 +130,11 @@ def log_warehouse_predictions(engine: Engine, root: str, *, since: Optional[dt.d
     the same run logs nothing. Returns the number of rows logged."""
     warehouse = Warehouse(root).pinned()
     manifest = warehouse.manifest("predictions")
-    scored_at = pd.Timestamp(manifest.get("scored_at") or dt.datetime.now(dt.timezone.utc)).to_pydatetime()
-    if scored_at.tzinfo is None:
-        scored_at = scored_at.replace(tzinfo=dt.timezone.utc)
+    stamp = manifest.get("scored_at") or warehouse.query("SELECT max(scored_at) AS t FROM predictions")["t"].iloc[0]
+    if stamp is None or pd.isna(stamp):
+        raise ValueError(f"warehouse {root}: its predictions say not when they were scored")
+    scored_at = pd.Timestamp(stamp)
+    scored_at = (scored_at.tz_localize("UTC") if scored_at.tzinfo is None else scored_at.tz_convert("UTC")).to_pydatetime()
     with engine.connect() as connection:
         done = connection.execute(select(_TABLE.c.id).where(and_(
             _TABLE.c.channel == "warehouse", _TABLE.c.logged_at == scored_at)).limit(1)).first()
@@ -141,8 +143,8 @@ def log_warehouse_predictions(engine: Engine, root: str, *, since: Optional[dt.d
     model_version = str(manifest.get("model_version") or "unknown")
     where, params = ("WHERE e.discharge_time >= ?", [pd.Timestamp(since)]) if since else ("", [])
     frame = warehouse.query(
-        "SELECT p.encounter_id, p.patient_id, p.risk, p.risk_tier, p.eligible, p.problem, p.model_version, "
-        "e.source, e.discharge_time, f.* EXCLUDE (encounter_id, patient_id, source, readmitted_30d, eligible) "
+        "SELECT p.*, e.source, e.discharge_time, "
+        "f.* EXCLUDE (encounter_id, patient_id, source, readmitted_30d, eligible) "
         "FROM predictions p JOIN encounters e USING (encounter_id) LEFT JOIN features f USING (encounter_id) "
         f"{where} ORDER BY e.discharge_time, p.encounter_id", params)
     logged = 0

@@ -20,6 +20,7 @@ from core import metric_report, metrics
 from core.lace import lace_score
 from core.warehouse import Warehouse
 from models.evaluate import TRANSFORMER
+from models.manifest import MANIFEST_FILE, version_label
 from serving.figures import reliability_figure, roc_figure, subgroup_figure
 
 NOT_AVAILABLE = "not available"
@@ -96,6 +97,16 @@ class ModelInfo:
     card: str
     figures: dict[str, Any]          # name -> plotly Figure, drawn from metrics.json
     problem: Optional[str] = None
+    version: Optional[str] = None    # the folder's sealed version (manifest.json)
+
+    @property
+    def stale(self) -> Optional[str]:
+        """One sentence when metrics.json measured another version than the folder's, else None."""
+        measured = self.metrics.get("model_version")
+        if not self.metrics.get("models") or not self.version or measured == self.version:
+            return None
+        return (f"These held-out numbers were measured on model version {measured or 'unknown'}; the model folder "
+                f"is now version {self.version}. Rerun `readmit evaluate` to measure this version.")
 
     @property
     def card_body(self) -> str:
@@ -165,8 +176,11 @@ def model_info(model_dir: str) -> ModelInfo:
         except ValueError:
             return {}
     card = (folder / "README.md").read_text() if (folder / "README.md").exists() else ""
-    metrics_report = load("metrics.json")
-    return ModelInfo(str(folder), metrics_report, load("thresholds.json"), card, model_figures(metrics_report))
+    metrics_report, manifest = load("metrics.json"), load(MANIFEST_FILE)
+    version = version_label(load("config.json").get("model_type", "model"), manifest["version"]) \
+        if manifest.get("version") else None
+    return ModelInfo(str(folder), metrics_report, load("thresholds.json"), card, model_figures(metrics_report),
+                     version=version)
 
 
 # --- this warehouse -----------------------------------------------------------------------------
@@ -253,8 +267,7 @@ def _subgroup_rows(labelled: pd.DataFrame, threshold: float, overall_sensitivity
             auc = metrics.auroc(yy, pp) if 0 < yy.sum() < len(yy) else float("nan")
             gap = tm["recall"] - overall_sensitivity if not math.isnan(tm["recall"]) else float("nan")
             small = len(yy) < metrics.SMALL_GROUP_ROWS or yy.sum() < metrics.SMALL_GROUP_POSITIVES
-            note = ("too few to judge" if small else
-                    f"GAP: sensitivity differs by more than {gap_tolerance:.0%}"
+            note = ("too few to judge" if small else f"GAP: over {100 * gap_tolerance:.0f} points"
                     if not math.isnan(gap) and abs(gap) > gap_tolerance else "")
             rows.append({"grouping": grouping, "level": level, "n": len(yy), "positives": int(yy.sum()),
                          "auroc": auc, "flagged": tm["flagged_fraction"], "ppv": tm["precision"],

@@ -154,17 +154,16 @@ def _stored(engine: Engine, encounters: pd.DataFrame) -> np.ndarray:
 
 def _insert(engine: Engine, encounters: pd.DataFrame, predictions: pd.DataFrame, by: str, filename: str,
             model_version: str) -> None:
-    """One transaction: each discharge and its score."""
+    """One transaction: the discharges (one batched INSERT), then their scores."""
     name = Path(filename).name[:USER_LEN]
+    records = [_json_record(r) for r in encounters.to_dict("records")]
+    discharges = [UploadedDischarge(source=str(record["source"])[:SOURCE_LEN], encounter_id=str(record["encounter_id"]),
+                                    patient_id=str(record["patient_id"]), record=record, uploaded_by=by[:USER_LEN],
+                                    upload_name=name) for record in records]
     with session_scope(engine) as session:
-        for record, prediction in zip((_json_record(r) for r in encounters.to_dict("records")),
-                                      predictions.to_dict("records")):
-            discharge = UploadedDischarge(source=str(record["source"])[:SOURCE_LEN],
-                                          encounter_id=str(record["encounter_id"]),
-                                          patient_id=str(record["patient_id"]), record=record,
-                                          uploaded_by=by[:USER_LEN], upload_name=name)
-            session.add(discharge)
-            session.flush()
+        session.add_all(discharges)
+        session.flush()
+        for discharge, prediction in zip(discharges, predictions.to_dict("records")):
             session.add(UploadedScore(
                 uploaded_discharge_id=discharge.id, model_version=model_version[:128],
                 risk=_number(prediction["risk"]), risk_tier=prediction["risk_tier"] or None,

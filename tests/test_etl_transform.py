@@ -26,14 +26,17 @@ from etl.sources import synthetic as synthetic_source
 from etl.spark_schema import feature_struct
 from etl.transform import (
     drop_duplicate_encounters,
+    encounters_of,
     features_of,
     map_rows_to_canonical,
     null_out_of_bounds,
+    nulled_counts,
     parse_ratios,
     patient_fraction,
+    patient_pass,
     patient_splits,
     whole_patient_frames,
-    with_history,
+    with_split,
 )
 
 pytestmark = pytest.mark.spark
@@ -43,11 +46,15 @@ DISCHARGES = str(FIXTURES / "discharges_dates.csv")
 
 
 @pytest.fixture(scope="module")
-def d130_encounters(spark):
-    """The small Diabetes 130 fixture through extract, dedup, clean and patient history."""
+def d130_passed(spark):
+    """The small Diabetes 130 fixture through extract, dedup, clean and the patient pass."""
     extracted = d130_source.read(spark, D130_SMALL)
-    cleaned, _, _ = null_out_of_bounds(drop_duplicate_encounters(extracted))
-    return with_history(cleaned, 2).persist()
+    return patient_pass(null_out_of_bounds(drop_duplicate_encounters(extracted)), 2).persist()
+
+
+@pytest.fixture(scope="module")
+def d130_encounters(d130_passed):
+    return encounters_of(d130_passed)
 
 
 def test_diabetes130_encounters_expected(d130_encounters):
@@ -72,7 +79,7 @@ def test_diabetes130_encounters_expected(d130_encounters):
     assertDataFrameEqual(actual, expected)
 
 
-def test_diabetes130_features_expected(spark, d130_encounters):
+def test_diabetes130_features_expected(spark, d130_passed):
     # History counts only earlier stays: 200 follows 100 (5 days, readmitted <30), 300 follows both.
     # Codes are normalized ('8' -> '008'); V codes are 'supplementary', E codes 'external'.
     expected = [
@@ -89,7 +96,7 @@ def test_diabetes130_features_expected(spark, d130_encounters):
             dx_1="428", dx_1_chapter="circulatory", dx_2="250.02", dx_2_chapter="endocrine",
             dx_3="401", dx_3_chapter="circulatory", insulin="no", glucose_result=">300", admission_type=None),
     ]
-    features = features_of(d130_encounters, 2)
+    features = features_of(d130_passed)
     assertDataFrameEqual(features.filter(F.col("eligible")).select(*expected[0].__fields__), expected)
     # ... and every column equals core.features.build_features on the whole (deduplicated) pandas frame
     raw = pd.read_csv(D130_SMALL, dtype=str, keep_default_na=False).drop_duplicates("encounter_id")
@@ -108,8 +115,9 @@ def test_duplicates_keep_the_first_in_file_order(spark):
         [("E1", "P1", "first", 0), ("E1", "P1", "second", 1), ("E2", "P2", "only", 2)],
         "encounter_id string, patient_id string, payer string, _row long")
     df = df.select("*", *[F.lit(None).cast("string").alias(c) for c in _other_columns(df.columns)])
-    kept = drop_duplicate_encounters(df).select("encounter_id", "payer")
-    assertDataFrameEqual(kept, [Row(encounter_id="E1", payer="first"), Row(encounter_id="E2", payer="only")])
+    kept = drop_duplicate_encounters(df).select("encounter_id", "payer", "_copies")
+    assertDataFrameEqual(kept, [Row(encounter_id="E1", payer="first", _copies=2),
+                                Row(encounter_id="E2", payer="only", _copies=1)])
 
 
 def _other_columns(present):
@@ -120,8 +128,10 @@ def test_out_of_range_numbers_become_null_and_are_counted(spark):
     extracted = d130_source.read(spark, D130_SMALL)
     tampered = extracted.withColumn("length_of_stay_days", F.when(F.col("encounter_id") == "300", F.lit(900.0))
                                     .otherwise(F.col("length_of_stay_days")))
-    cleaned, rows, flagged = null_out_of_bounds(tampered)
-    assert flagged == {"length_of_stay_days": 1} and rows == 7
+    cleaned = null_out_of_bounds(tampered).persist()
+    counts = cleaned.agg(F.count(F.lit(1)).alias("rows"), *nulled_counts()).collect()[0].asDict()
+    assert counts.pop("rows") == 7
+    assert {name: n for name, n in counts.items() if n} == {"nulled:length_of_stay_days": 1}
     stays = {r["encounter_id"]: r["length_of_stay_days"] for r in cleaned.collect()}
     assert stays["300"] is None and stays["100"] == 5.0
 
@@ -142,7 +152,7 @@ def test_features_equal_pandas_on_a_real_slice_with_tiny_batches(spark, diabetes
     try:
         encounters = spark.createDataFrame(raw).withColumn("_row", F.monotonically_increasing_id())
         canonical = map_rows_to_canonical(encounters, to_canonical)
-        actual = features_of(canonical, 3).toPandas()
+        actual = features_of(patient_pass(canonical, 3)).toPandas()
     finally:
         spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
     assert len(actual) == 1500
@@ -157,6 +167,8 @@ def test_patient_split_is_the_salted_sha256_and_keeps_patients_whole(spark, d130
     assert len({r["patient_id"] for r in splits}) == len(splits) == 4
     fraction = d130_encounters.select(patient_fraction("s").alias("u")).collect()
     assert all(0 <= r["u"] < 1 for r in fraction)
+    columns = with_split(d130_encounters, "patient", (0.5, 0.25, 0.25), salt="s").select("patient_id", "split")
+    assert {tuple(r) for r in columns.collect()} == {tuple(r) for r in splits}
 
 
 def test_time_split_orders_patients_by_last_discharge(spark):
@@ -171,8 +183,8 @@ def test_time_split_orders_patients_by_last_discharge(spark):
 def test_discharges_labels_from_dates_in_spark(spark):
     encounters = discharges_source.read(spark, DISCHARGES)
     step = discharges_source.patient_step(encounters)
-    completed = with_history(encounters, 2, step).select("encounter_id", "readmitted_30d", "encounter_seq",
-                                                          "days_since_last_discharge")
+    completed = encounters_of(patient_pass(encounters, 2, step)).select(
+        "encounter_id", "readmitted_30d", "encounter_seq", "days_since_last_discharge")
     expected_pandas, _ = parse_discharges(pd.read_csv(DISCHARGES, dtype=str, keep_default_na=False))
     labels = {r["encounter_id"]: r["readmitted_30d"] for r in completed.collect()}
     assert labels == dict(zip(expected_pandas["encounter_id"], expected_pandas["readmitted_30d"]))

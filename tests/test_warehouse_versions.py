@@ -2,17 +2,24 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import random
+import subprocess
+import sys
 import time
 from collections import Counter
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_etl_crash import etl_args, kill_group, readmit, start, versions
+from test_etl_crash import etl_args, kill_group, start, versions
 
+from cli.main import main
 from core.config import DEFAULT_MODEL_DIR
 from core.predictions import write_predictions
 from core.warehouse import (
@@ -159,25 +166,60 @@ def test_predictions_are_published_only_on_the_encounters_they_were_scored_on(tm
 
 ROWS = "300"
 SCORE = ["score", "--no-explain", "--model", str(DEFAULT_MODEL_DIR), "--warehouse"]
-ETL_KILLS = 3  # of 20: each costs a Spark start-up plus the job; the other 17 kill scoring runs
+# `readmit score` spends ~5 s importing torch before its writes; children of a warm fork server run the
+# same entry point (`cli.main.main`) without that, so seventeen kills cost seconds, not minutes.
+FORK_SERVER = multiprocessing.get_context("forkserver")
+PRELOAD = ["cli.main", "cli.score_commands", "core.intake", "core.predictions", "serving.scoring", __name__]
 
 
-def _etl(warehouse: Path, seed: int) -> list[str]:
-    """A different seed each run: the same encounter ids, mostly other patients (stale joins show)."""
-    return etl_args(warehouse, "--source", "synthetic", "--rows", ROWS, "--seed", str(seed))
+def _score(root: str) -> None:
+    """`readmit score --warehouse ROOT` in a fork-server child, its output discarded."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    sys.exit(main([*SCORE, root]))
 
 
-def _measured(args: list[str], warehouse: Path) -> tuple[float, float]:
-    """Run to the end: (seconds until its first folder appeared under tables/, seconds in all)."""
-    before, started, first = versions(warehouse), time.monotonic(), None
-    process = start(*args)
-    while process.poll() is None:
-        if first is None and versions(warehouse) - before:
-            first = time.monotonic() - started
-        time.sleep(0.01)
-    total = time.monotonic() - started
-    assert process.returncode == 0, f"{args[0]} failed"
-    return (first if first is not None else total), total
+def _start(kind: str, root: Path, seed: int) -> subprocess.Popen | BaseProcess:
+    if kind == "score":
+        process = FORK_SERVER.Process(target=_score, args=(str(root),))
+        process.start()
+        return process
+    # a different seed each run: the same encounter ids, mostly other patients (stale joins would show)
+    return start(*etl_args(root, "--source", "synthetic", "--rows", ROWS, "--seed", str(seed)))
+
+
+def _ended(process: subprocess.Popen | BaseProcess) -> Optional[int]:
+    """Exit status so far: None while it runs, -9 once SIGKILLed."""
+    return process.poll() if isinstance(process, subprocess.Popen) else process.exitcode
+
+
+def _kill(process: subprocess.Popen | BaseProcess) -> None:
+    if isinstance(process, subprocess.Popen):
+        kill_group(process)  # the CLI and its Spark JVM
+    else:
+        process.kill()
+        process.join()
+
+
+def _writing(kind: str, root: Path, seed: int) -> subprocess.Popen | BaseProcess:
+    """Start a run; return once its first folder has appeared under tables/."""
+    before = versions(root)
+    process = _start(kind, root, seed)
+    while not versions(root) - before:
+        assert _ended(process) is None, f"`readmit {kind}` ended (exit {_ended(process)}) before writing"
+        time.sleep(0.005)
+    return process
+
+
+def _write_seconds(kind: str, root: Path, seed: int = 0) -> float:
+    """Run to the end; the seconds from its first write to its exit."""
+    process = _writing(kind, root, seed)
+    started = time.monotonic()
+    while _ended(process) is None:
+        time.sleep(0.005)
+    assert _ended(process) == 0, f"`readmit {kind}` failed (exit {_ended(process)})"
+    return time.monotonic() - started
 
 
 def _assert_consistent(root: Path, context: str) -> None:
@@ -197,33 +239,29 @@ def _assert_consistent(root: Path, context: str) -> None:
 
 @pytest.mark.spark
 @pytest.mark.slow
-def test_sigkills_never_leave_a_pointer_to_an_incomplete_or_mismatched_version(tmp_path):
-    """20 SIGKILLs at seeded random times, drawn within the measured write phase of each kind of run:
-    the time before it (Spark start-up, imports) only delays the kill. Three kill ETL runs, seventeen
-    kill scoring runs; scoring windows start one second early (its writes take a fraction of one)."""
+def test_sigkills_never_leave_a_pointer_to_an_incomplete_or_mismatched_version(tmp_path, monkeypatch):
+    """20 SIGKILLs (3 of ETL runs, 17 of scoring runs), each at a seeded random time after the run's
+    first write, drawn within the write phase measured on a complete run of its kind: before that an
+    ETL run only starts Spark and transforms, a scoring run only reads."""
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no tqdm lock left behind by killed children
+    FORK_SERVER.set_forkserver_preload(PRELOAD)
     root = tmp_path / "wh"
-    etl_first, etl_total = _measured(_etl(root, 0), root)
-    score_first, score_total = _measured([*SCORE, str(root)], root)
+    phase = {"etl": _write_seconds("etl", root), "score": _write_seconds("score", root)}
     _assert_consistent(root, "after the first complete runs")
     rng, outcomes = random.Random(9), Counter()
     for kill in range(20):
-        if kill % 7 == 3:  # kills 3, 10, 17
-            args, delay = _etl(root, kill + 1), rng.uniform(etl_first, etl_total)
-        else:
-            if "predictions" not in read_pointer(root)["tables"]:  # an ETL run published: score it again
-                assert readmit(*SCORE, str(root)).returncode == 0
-            args, delay = [*SCORE, str(root)], rng.uniform(max(0.0, score_first - 1.0), score_total)
-        before = versions(root)
-        process = start(*args)
+        kind = "etl" if kill % 7 == 3 else "score"  # ETL: kills 3, 10 and 17
+        if kind == "score" and "predictions" not in read_pointer(root)["tables"]:
+            _write_seconds("score", root)  # an ETL run published new encounters: score them
+        process = _writing(kind, root, seed=kill + 1)
+        delay = rng.uniform(0, phase[kind])
         time.sleep(delay)
-        ended = process.poll()
-        assert ended in (None, 0), f"`readmit {args[0]}` failed on its own (exit {ended})"
-        outcomes["finished" if ended == 0 else "mid-write" if versions(root) - before else "before writing"] += 1
-        kill_group(process)
-        _assert_consistent(root, f"after SIGKILL {kill} of `readmit {args[0]}` at {delay:.1f} s")
-    print(f"kills: {dict(outcomes)}; ETL {etl_first:.0f}-{etl_total:.0f} s, scoring {score_first:.1f}-"
-          f"{score_total:.1f} s")
-    assert outcomes["mid-write"], f"no kill landed while a run was writing: {outcomes}"
+        ended = _ended(process)
+        assert ended in (None, 0), f"`readmit {kind}` failed on its own (exit {ended})"
+        outcomes[f"{kind} {'finished' if ended == 0 else 'killed mid-write'}"] += 1
+        _kill(process)
+        _assert_consistent(root, f"after SIGKILL {kill}, {delay:.2f} s into the writes of `readmit {kind}`")
+    print(f"{dict(outcomes)}; write phases: ETL {phase['etl']:.1f} s, scoring {phase['score']:.2f} s")
     prune_versions(root)  # no writer now: the killed runs' leftovers go
     assert all(is_complete(root / "tables" / entry) and not Path(entry).name.startswith(".")
                for entry in versions(root)), versions(root)

@@ -8,6 +8,7 @@ import logging
 import os
 from pathlib import Path
 from typing import Optional
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 import streamlit as st
@@ -17,6 +18,7 @@ from core.config import Settings
 from core.warehouse import POINTER_FILE, Warehouse, local_path
 from serving import database, home, outreach
 from serving import hospitals as hospital_queries
+from serving import monitoring as monitoring_queries
 from serving import patient as patient_queries
 from serving import quality as quality_queries
 from serving import upload as upload_queries
@@ -273,7 +275,24 @@ def _live_explanation(root: str, version: str, model_dir: str, model_version: st
 
 
 def live_explanation(encounter_id: str, service) -> Optional[patient_queries.LiveExplanation]:
-    """Sampled Shapley explanation of one encounter (`ScoringService.explain_one`), cached per encounter,
-    warehouse version and model version."""
+    """The loaded model's explanation of one encounter (`ScoringService.explain_one`: the numbers `readmit
+    score` would store), for encounters whose stored explanation is missing or from another model; cached
+    per encounter, warehouse version and model version (the result depends on nothing else)."""
     return _live_explanation(*_key(), str(getattr(service, "model_dir", None) or settings().model_dir),
                              str(service.model_version), str(encounter_id), service)
+
+
+@st.cache_data(ttl=300, show_spinner="Computing the monitoring report…", max_entries=20)
+def _monitoring(url: str, state: str, as_of: dt.date, reference: str, period: str, model_dir: str,
+                calls: int) -> dict:
+    return monitoring_queries.monitoring_report(engine(), as_of=as_of, reference=reference, period=period,
+                                                model_dir=model_dir, calls_per_day=calls)
+
+
+def monitoring_report(reference: str = "model", period: str = "month") -> dict:
+    """`serving.monitoring.monitoring_report` of the operational database as of today (the hospital's time
+    zone), cached until a prediction, outcome or call list is recorded (or for five minutes)."""
+    config = settings()
+    today = dt.datetime.now(ZoneInfo(config.time_zone)).date()
+    return _monitoring(database_url(), monitoring_queries.log_state(engine()), today, reference, period,
+                       config.model_dir, config.calls_per_day)

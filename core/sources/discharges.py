@@ -7,7 +7,7 @@ planned ones excluded; unmatured windows null; died / hospice ineligible).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,7 @@ from core.labels import apply_eligibility, labels_from_dates
 from core.schema import ENCOUNTER_FIELDS, template_columns
 from core.validation import (
     at_labels,
+    by_distinct_text,
     check_header,
     duplicate_errors,
     frame_row_problems,
@@ -30,12 +31,7 @@ SOURCE = "discharges"
 RULES = rules_from_fields(ENCOUNTER_FIELDS)
 
 
-def _text(values: pd.Series) -> pd.Series:
-    stripped = values.astype("string").str.strip()
-    return stripped.astype(object).where(stripped.notna() & (stripped != ""), None)
-
-
-def _read(kind: str, text: str):
+def _read(kind: str, text: str) -> Any:
     """One cell as validation read it (`core.validation.parse_text`); None where it cannot be read (the
     ETL nulls such a cell only after `raise_first_invalid` let the file through; uploads drop the row)."""
     try:
@@ -51,11 +47,9 @@ def _read(kind: str, text: str):
 
 
 def _typed(values: pd.Series, kind: str) -> pd.Series:
-    text = _text(values)
-    if kind == "string":
-        return text
-    found = {cell: _read(kind, cell) for cell in pd.unique(text.dropna())}
-    cells = text.map(lambda cell: None if cell is None else found[cell])
+    """Text cells as values of `kind`, read once per distinct cell; blank cells are null."""
+    cells = pd.Series(by_distinct_text(values, lambda text: _read(kind, text) if text else None), index=values.index,
+                      dtype=object)
     if kind == "int":
         return pd.Series(pd.array(cells.tolist(), dtype="Int64"), index=values.index)
     if kind == "float":
