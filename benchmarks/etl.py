@@ -31,6 +31,9 @@ import threading
 import time
 from pathlib import Path
 
+# Run as a script, this file's folder comes first on the path and `etl` would name this file.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import duckdb
 import numpy as np
 import psutil

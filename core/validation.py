@@ -283,21 +283,16 @@ ROW_RULE_FIELDS = ("admit_time", "discharge_time", "length_of_stay_days", "age_y
                    "diagnoses")
 
 
-def _present(row: Mapping[str, Any], name: str) -> Any:
-    value = row.get(name)
-    return None if _is_missing(value) else value
-
-
 def _discharge_after_admission(row: Mapping[str, Any]) -> Optional[tuple[str, str]]:
-    admit, discharge = _present(row, "admit_time"), _present(row, "discharge_time")
+    admit, discharge = row.get("admit_time"), row.get("discharge_time")
     if admit is not None and discharge is not None and naive_utc(discharge) < naive_utc(admit):
         return "discharge_time", "must not be before admit_time"
     return None
 
 
 def _stay_matches_dates(row: Mapping[str, Any]) -> Optional[tuple[str, str]]:
-    admit, discharge = _present(row, "admit_time"), _present(row, "discharge_time")
-    stay = _present(row, "length_of_stay_days")
+    admit, discharge = row.get("admit_time"), row.get("discharge_time")
+    stay = row.get("length_of_stay_days")
     if admit is None or discharge is None or stay is None:
         return None
     span = (naive_utc(discharge) - naive_utc(admit)).total_seconds() / 86400
@@ -307,7 +302,7 @@ def _stay_matches_dates(row: Mapping[str, Any]) -> Optional[tuple[str, str]]:
 
 
 def _age_in_band(row: Mapping[str, Any]) -> Optional[tuple[str, str]]:
-    age, band = _present(row, "age_years"), _present(row, "age_band")
+    age, band = row.get("age_years"), row.get("age_band")
     match = _AGE_BAND.match(band) if isinstance(band, str) and age is not None else None
     if match is None:
         return None
@@ -327,7 +322,7 @@ def icd_shape_version(code: str) -> Optional[int]:
 
 
 def _icd_version_matches_codes(row: Mapping[str, Any]) -> Optional[tuple[str, str]]:
-    version, codes = _present(row, "icd_version"), _present(row, "diagnoses")
+    version, codes = row.get("icd_version"), row.get("diagnoses")
     if version not in (9, 10) or not isinstance(codes, (list, tuple)):
         return None
     for number, code in enumerate(codes, start=1):
@@ -342,7 +337,7 @@ _ROW_CHECKS = (_discharge_after_admission, _stay_matches_dates, _age_in_band, _i
 
 def row_problems(row: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Problems between the fields of one encounter whose values each passed the value rules, as
-    (field to blame, message). A rule whose fields are missing does not apply."""
+    (field to blame, message). A rule whose fields are missing (None) does not apply."""
     return [problem for check in _ROW_CHECKS if (problem := check(row)) is not None]
 
 

@@ -7,9 +7,13 @@
 from __future__ import annotations
 
 from transformers import AutoConfig, AutoModelForSequenceClassification
+from transformers.utils import logging as transformers_logging
 
 from models.configuration_readmit import ReadmitTransformerConfig
 from models.modeling_readmit import ReadmitTransformerForSequenceClassification
+
+# Loading a 300 KB model needs no progress bar on every command's stderr.
+transformers_logging.disable_progress_bar()
 
 AutoConfig.register(ReadmitTransformerConfig.model_type, ReadmitTransformerConfig, exist_ok=True)
 AutoModelForSequenceClassification.register(ReadmitTransformerConfig, ReadmitTransformerForSequenceClassification,

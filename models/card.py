@@ -94,6 +94,12 @@ class Folder:
         return self.training.get("data", {}).get("splits", {})
 
     @property
+    def disclosed_inputs(self) -> list[str]:
+        """The inputs among `DISCLOSED_INPUTS` that config.json lists, in words."""
+        names = self.config.get("categorical_feature_names", []) + self.config.get("numeric_feature_names", [])
+        return [label for name, label in DISCLOSED_INPUTS.items() if name in names]
+
+    @property
     def data_manifest(self) -> dict[str, Any]:
         return self.training.get("data", {}).get("features_manifest") or {}
 
@@ -576,8 +582,7 @@ def _auroc_range(f: Folder) -> str:
 
 
 def _fairness(f: Folder) -> list[str]:
-    disclosed = [label for name, label in DISCLOSED_INPUTS.items()
-                 if name in f.config.get("categorical_feature_names", []) + f.config.get("numeric_feature_names", [])]
+    disclosed = f.disclosed_inputs
     lines = ["## Fairness", "",
              "Process: patients are split so none is in both training and evaluation; every metric is reported by "
              "race, sex and age band with patient-cluster bootstrap intervals; small groups are marked rather than "
@@ -655,8 +660,7 @@ def _updating(f: Folder) -> list[str]:
 def _hti1(f: Folder) -> list[str]:
     o, capacity = f.overall, ((f.primary[1].get("capacity") or {}) if f.primary else {})
     top10 = capacity.get("top_10pct") or {}
-    disclosed = [label for name, label in DISCLOSED_INPUTS.items()
-                 if name in f.config.get("categorical_feature_names", []) + f.config.get("numeric_feature_names", [])]
+    disclosed = f.disclosed_inputs
     performance = (f"On the held-out `{_split_name(f)}` split: AUROC {_num(o.get('auroc'))}{_interval(o.get('auroc_ci'))}, "
                    f"AUPRC {_num(o.get('auprc'))}, Brier score {_num(o.get('brier'))}, ECE {_num(o.get('ece'))}, "
                    f"calibration slope {_num(o.get('calibration_slope'))}"

@@ -27,7 +27,9 @@ from core.errors import UserError
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
-NOT_COVERED = frozenset({MANIFEST_FILE, "README.md", "metrics.json", "training.json"})
+# Files that describe the model or its data but never change a score: the card, the evaluation, the
+# training log and the drift-monitoring reference (validation-data summaries).
+NOT_COVERED = frozenset({MANIFEST_FILE, "README.md", "metrics.json", "training.json", "monitoring_reference.json"})
 NOT_COVERED_DIRS = frozenset({"figures"})
 VERSION_LENGTH = 12
 
@@ -90,7 +92,7 @@ def build_manifest(folder: Path) -> dict[str, Any]:
     folder = Path(folder)
     files = {name: file_entry(folder / name) for name in covered_files(folder)}
     return {"format": MANIFEST_FORMAT, "version": manifest_version(files), "algorithm": "sha256",
-            "covers": "every file except README.md, metrics.json, training.json, figures/ and hidden files",
+            "covers": "every file except " + ", ".join(sorted(NOT_COVERED - {MANIFEST_FILE})) + ", figures/ and hidden files",
             "files": files}
 
 

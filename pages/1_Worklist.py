@@ -7,6 +7,7 @@ arrive without those parameters; the page then reloads itself with the ones this
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
@@ -269,10 +270,11 @@ if search:
     show_search(day, search, filters)
 else:
     rows = day.open if view == "open" else day.handled
+    shown_filters = filters if view == "open" else replace(filters, call_list_only=False)   # nobody handled is on it
     asked_page = st.session_state.get("page") or st.query_params.get("page") or 1   # the widget comes below
-    result = worklist.page_of(rows, filters, int(asked_page), DEFAULT_PAGE_SIZE)
+    result = worklist.page_of(rows, shown_filters, int(asked_page), DEFAULT_PAGE_SIZE)
     if result.total == 0:
-        st.info("No patients match these filters." if filters.active() else
+        st.info("No patients match these filters." if shown_filters.active() else
                 "Nobody here: no open patients in the window." if view == "open" else "No handled patients yet.")
     elif view == "open":
         st.html(PHONE_CSS)
@@ -285,13 +287,15 @@ else:
         if chosen:
             open_patient(result.rows.iloc[chosen[0]])
     else:
+        st.caption("Patients who left the open list: readmitted, died, discharged to hospice, not scored, or "
+                   "outreach closed (reached, follow-up booked, declined, not needed); the latest outreach first.")
         st.dataframe(handled_display(result.rows), hide_index=True, width="stretch", key="wl_handled",
                      column_config=HANDLED_COLUMNS)
     nav = st.columns([1, 1, 3, 1], vertical_alignment="bottom")
     nav[0].button("◀ Previous", disabled=result.page <= 1, key="wl_prev", on_click=turn_page, args=(-1,))
     nav[1].button("Next ▶", disabled=result.page >= result.pages, key="wl_next", on_click=turn_page, args=(1,))
     nav[2].markdown(f"Page {result.page} of {result.pages} · {count_words(result.total, 'patient')}"
-                    + (" match the filters" if filters.active() else ""))
+                    + (" match the filters" if shown_filters.active() else ""))
     nav[3].number_input("Page", min_value=1, value=1, step=1, key="page", bind="query-params")
     pick_and_act(result.rows, "wl")
 

@@ -13,6 +13,8 @@ from ui import chrome, data
 from ui.format import friendly_error, synthetic_banner
 
 log = logging.getLogger("readmit.app")
+TABLE_ROW_PX = 35   # Streamlit's dataframe row height
+NO_LABELS = "No past discharges with a known outcome in this warehouse yet, so this cannot be measured here."
 viewer, status = chrome.page("Model quality")
 st.title("Model quality")
 synthetic_banner(status)
@@ -31,8 +33,6 @@ if status.usable:
         log.exception("quality view failed")
         friendly_error("the quality figures")
 threshold = capacity.threshold if capacity is not None and not math.isnan(capacity.threshold) else None
-TABLE_ROW_PX = 35   # Streamlit's dataframe row height
-NO_LABELS = "No past discharges with a known outcome in this warehouse yet, so this cannot be measured here."
 
 
 def cut_off_words() -> str:

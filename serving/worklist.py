@@ -276,10 +276,10 @@ def current_of(events: Sequence[OutreachRecord]) -> Optional[OutreachRecord]:
 
 
 def history_text(events: Sequence[OutreachRecord]) -> str:
-    """'2026-11-28 14:02 No answer (anna); 2026-11-29 09:10 Follow-up booked (anna): GP on Friday'."""
+    """'2026-11-28 14:02 UTC No answer, by anna; 2026-11-29 09:10 UTC Follow-up booked, by anna: GP on Friday'."""
     parts = []
     for event in events:
-        text = f"{event.recorded_at:%Y-%m-%d %H:%M} {event.label} ({event.recorded_by})"
+        text = f"{event.recorded_at:%Y-%m-%d %H:%M} UTC {event.label}, by {event.recorded_by}"
         if event.note:
             text += f": {event.note}"
         if event.patient_mismatch:

@@ -164,8 +164,8 @@ def _cell(value) -> str:
     """One template cell (CSV text) from a canonical value."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
         return ""
-    if isinstance(value, list):
-        return LIST_SEPARATOR.join("" if v is None else str(v) for v in value)
+    if isinstance(value, list):  # an empty list is a lone separator: known to be empty, not missing
+        return LIST_SEPARATOR.join("" if v is None else str(v) for v in value) if value else LIST_SEPARATOR
     if isinstance(value, pd.Timestamp):
         return value.isoformat()
     if isinstance(value, (bool, np.bool_)):

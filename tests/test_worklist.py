@@ -116,8 +116,8 @@ def test_closing_outreach_leaves_the_open_list_no_answer_keeps_it(hand_index):
     day = build_day_list(window_rows(hand_index, D, 30), events, D, 30, capacity=3)
     handled = day.handled.set_index("encounter_id")
     assert handled.loc["E13", "reason"] == "Follow-up booked" and handled.index[0] == "E13"   # latest outreach first
-    assert "No answer (anna)" in handled.loc["E13", "history"] and "Follow-up booked (anna): GP Fri" in \
-        handled.loc["E13", "history"]
+    assert handled.loc["E13", "history"] == ("2026-11-28 09:01 UTC No answer, by anna; "
+                                             "2026-11-28 09:02 UTC Follow-up booked, by anna: GP Fri")
     open_rows = day.open.set_index("encounter_id")
     assert open_rows.loc["E14", "status_label"] == "No answer" and open_rows.loc["E14", "attempts"] == 1
     assert open_rows.loc["E01", "status"] == "not_contacted"             # an event of another patient never counts
@@ -379,7 +379,7 @@ def test_worklist_page_records_a_call_and_the_patient_leaves_the_open_list(page_
     handled = worklist_page(view="handled")
     row = handled.dataframe[0].value.iloc[0]
     assert row["patient_id"] == top["patient_id"] and row["reason"] == "Follow-up booked"
-    assert "Booked with the GP" in row["history"] and "demo (not signed in)" in row["history"]
+    assert "Follow-up booked, by demo (not signed in): Booked with the GP" in row["history"]
 
 
 # --- the command line ---------------------------------------------------------------------------------------

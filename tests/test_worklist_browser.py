@@ -147,8 +147,8 @@ def test_daily_worklist_call_list_outreach_back_and_a_second_session(served, chr
         settle(tab, f"{CALLS} patients match the filters")             # the call list view, restored
         assert "call_list=true" in tab.url and f"calls={CALLS}" in tab.url
         assert f"Today's call list for {as_of:%Y-%m-%d}: {CALLS} patients" in tab.content()
-        tab.get_by_role("button", name=re.compile(r"^Handled \(")).click()
-        settle(tab, "Left the open list because")
+        tab.get_by_test_id("stButtonGroup").locator("button", has_text="Handled").click()
+        settle(tab, "the latest outreach first")
         tab.get_by_label("Find a patient or encounter id").fill(patient)
         tab.keyboard.press("Enter")
         settle(tab, "Handled: 1 match")
@@ -188,8 +188,8 @@ def test_phone_shows_rank_patient_risk_and_first_reason(served, chromium):
         first = table.locator("tbody tr").first.inner_text()
         assert re.match(r"^1\s+P\d{6}\s+\d+\.\d%\s+\S", first)
         shot(tab, "worklist_390")
-        tab.get_by_role("button", name=re.compile(r"^Handled \(")).click()
-        settle(tab, "Left the open list because")
+        tab.get_by_test_id("stButtonGroup").locator("button", has_text="Handled").click()
+        settle(tab, "the latest outreach first")
         shot(tab, "handled_390")
     finally:
         context.close()
