@@ -1,4 +1,5 @@
-"""The app factory. `readmit api` serves `create_app` through uvicorn (`factory=True`), one app per worker.
+"""The app factory: `readmit api` builds the app itself for one worker, and has each of several uvicorn
+workers call `create_app` (`factory=True`), which then reads its settings from the environment.
 
 The scoring service is loaded once per worker, in `lifespan`, from `READMIT_MODEL_DIR` (default
 models/champion). Torch runs with `READMIT_TORCH_THREADS` intra-op threads (default 1): on a small

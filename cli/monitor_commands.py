@@ -179,7 +179,7 @@ def reference_command(args) -> int:
     reference = model_reference_from_warehouse(args.model, args.warehouse, args.split)
     path = save_model_reference(args.model, reference)
     print(f"readmit monitor-reference: {path} from {reference['rows']:,} {args.split} encounters "
-          f"({len(reference['features'])} inputs); the folder is resealed", file=sys.stderr)
+          f"({len(reference['features'])} inputs); the model version is unchanged", file=sys.stderr)
     return 0
 
 

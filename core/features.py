@@ -102,10 +102,17 @@ _AGE_BAND = re.compile(r"^\[(\d+)-(\d+)\)$")
 _ORDER_COLUMNS = ["patient_id", "_admit_order", "_id_number", "encounter_id"]
 
 
+def _datetimes(values: pd.Series) -> pd.Series:
+    """`pd.to_datetime(values)`; a column that already holds datetimes is returned as it is (pandas would
+    first turn thousands of them into Timestamp objects to decide whether to cache)."""
+    return values if values.dtype.kind == "M" or isinstance(values.dtype, pd.DatetimeTZDtype) \
+        else pd.to_datetime(values)
+
+
 def sort_for_history(encounters: pd.DataFrame) -> pd.DataFrame:
     """Encounters ordered within each patient: by admission time, then numeric encounter id."""
     out = encounters.copy()
-    out["_admit_order"] = pd.to_datetime(out["admit_time"])
+    out["_admit_order"] = _datetimes(out["admit_time"])
     out["_id_number"] = pd.to_numeric(out["encounter_id"], errors="coerce")
     out = out.sort_values(_ORDER_COLUMNS, na_position="last", kind="mergesort")
     return out.drop(columns=["_admit_order", "_id_number"])
@@ -126,8 +133,8 @@ def add_patient_history(encounters: pd.DataFrame) -> pd.DataFrame:
                                index=out.index)
     out["prior_readmissions_30d"] = (known_positive.groupby(out["patient_id"], sort=False).cumsum()
                                      - known_positive)
-    previous_discharge = pd.to_datetime(out["discharge_time"]).groupby(out["patient_id"], sort=False).shift(1)
-    gap = (pd.to_datetime(out["admit_time"]) - previous_discharge).dt.total_seconds() / 86400.0
+    previous_discharge = _datetimes(out["discharge_time"]).groupby(out["patient_id"], sort=False).shift(1)
+    gap = (_datetimes(out["admit_time"]) - previous_discharge).dt.total_seconds() / 86400.0
     out["days_since_last_discharge"] = gap.where(gap >= 0)
     return out
 
@@ -303,7 +310,7 @@ def encounter_features(history: pd.DataFrame) -> pd.DataFrame:
     prior = {name: _float_values(history[name])
              for name in ("prior_outpatient_visits", "prior_emergency_visits", "prior_inpatient_visits")}
     flags, charlson = _charlson(diagnoses, normalized, versions)
-    discharge = pd.to_datetime(history["discharge_time"])
+    discharge = _datetimes(history["discharge_time"])
     numeric = {
         "age_years_est": _age_estimate(history["age_years"], history["age_band"]),
         "length_of_stay_days": history["length_of_stay_days"],

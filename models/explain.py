@@ -341,23 +341,35 @@ the candidates for the three reasons. Chosen by measurement (docs/scoring.md): 5
 0.95 with the reference for about 55 model calls per encounter; all 20 gives 0.97 for about 190."""
 
 
+KNOWN_EFFECTS_LIMIT = 200_000  # remembered added effects (`known`); the memo starts afresh past this
+
+
 def added_effects(risk_fn: RiskFn, batch: EncodedBatch, background: Background, background_risk: np.ndarray,
-                  units_group: np.ndarray) -> np.ndarray:
+                  units_group: np.ndarray, known: Optional[dict[tuple[int, bytes], float]] = None) -> np.ndarray:
     """[n, G]: sum_k w_k (f(b_k with group g of row i) - f(b_k)), group g of the row put alone into each
     background row. It depends on the row only through its values of group g, so it is computed once per
-    distinct value: a batch of 15,000 encounters has a few thousand distinct (group, value) pairs."""
+    distinct value (a batch of 15,000 encounters has a few thousand distinct (group, value) pairs), and,
+    with `known`, once per process: a memo of earlier calls' effects, which are the same numbers bit for
+    bit (model calls do not depend on their batch, and each effect is summed in a fixed order)."""
     n_groups = int(units_group.max()) + 1
+    known = {} if known is None else known
+    if len(known) > KNOWN_EFFECTS_LIMIT:
+        known.clear()
     out = np.zeros((len(batch), n_groups))
     for g in range(n_groups):
         values = group_values(batch, units_group, g)
         first, inverse = _distinct(values)
-        value, k = np.nonzero(_differs(values[first], group_values(background.batch, units_group, g)))
+        keys = [(g, values[i].tobytes()) for i in first]
+        new = np.array([key not in known for key in keys], dtype=bool)
+        value, k = np.nonzero(_differs(values[first[new]], group_values(background.batch, units_group, g)))
         take = np.zeros((len(value), n_groups), dtype=bool)
         take[:, g] = True
-        gain = np.zeros((len(first), len(background)))
-        gain[value, k] = mixed_risk(risk_fn, batch, first[value], background.batch, k, take, units_group) \
+        gain = np.zeros((int(new.sum()), len(background)))
+        gain[value, k] = mixed_risk(risk_fn, batch, first[new][value], background.batch, k, take, units_group) \
             - background_risk[k]
-        out[:, g] = (gain * background.weights).sum(1)[inverse]  # row by row: the same sum in any batch
+        known.update(zip((key for key, is_new in zip(keys, new) if is_new),
+                         (gain * background.weights).sum(1).tolist()))  # row by row: the same sum in any batch
+        out[:, g] = np.array([known[key] for key in keys])[inverse]
     return out
 
 
@@ -405,10 +417,12 @@ def share_residual(values: np.ndarray, total: np.ndarray, free: np.ndarray) -> n
 
 def two_sided_shapley(risk_fn: RiskFn, batch: EncodedBatch, risk: np.ndarray, background: Background,
                       background_risk: np.ndarray, groups: Sequence[FieldGroup] = FIELD_GROUPS,
-                      refined: int = REFINED_GROUPS) -> tuple[np.ndarray, float]:
+                      refined: int = REFINED_GROUPS, known: Optional[dict[tuple[int, bytes], float]] = None
+                      ) -> tuple[np.ndarray, float]:
     """Grouped Shapley values of the calibrated risk: ([n, G] in risk points, base risk), with
     `base + sum(row) == risk` for every row. `risk` is `risk_fn(batch)` (the scoring pass's own numbers);
-    `background_risk` is `risk_fn(background.batch)`.
+    `background_risk` is `risk_fn(background.batch)`; `known`, a memo of added effects (`added_effects`)
+    kept between calls with the same function, groups and background.
 
     For one background row k the value function is a game between the groups in which x and b_k differ.
     Where groups interact at most in pairs, a group's Shapley value in it is exactly the mean of its effect
@@ -420,7 +434,7 @@ def two_sided_shapley(risk_fn: RiskFn, batch: EncodedBatch, risk: np.ndarray, ba
     """
     units_group = unit_groups(groups)
     base = float(background_risk @ background.weights)
-    added = added_effects(risk_fn, batch, background, background_risk, units_group)
+    added = added_effects(risk_fn, batch, background, background_risk, units_group, known)
     chosen = largest(added, refined)
     removed = removed_effects(risk_fn, batch, risk, background, units_group, chosen)
     values = np.where(chosen, (added + removed) / 2, added)

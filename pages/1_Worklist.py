@@ -98,8 +98,9 @@ def origin(row: dict) -> str:
 OPEN_COLUMNS = {
     "rank": st.column_config.NumberColumn("#", width=44),
     "patient_id": st.column_config.TextColumn("Patient", width=120),
-    "risk_pct": st.column_config.ProgressColumn("Risk", format="%.1f%%", min_value=0, max_value=100, width=100),
-    "reason_1": st.column_config.TextColumn("Main reason", width=300),
+    "risk_pct": st.column_config.NumberColumn("Risk", format="%.1f%%", width=70,
+                                              help="Predicted risk of a readmission within 30 days"),
+    "reason_1": st.column_config.TextColumn("Main reason", width=330),
     "discharged": st.column_config.TextColumn("Discharged", width=170,
                                               help="Discharge date and days since discharge"),
     "flagged": st.column_config.TextColumn("Call today", width=80,

@@ -67,7 +67,7 @@ if scored:
         view["risk"] = (view["risk"] * 100).round(1)
     st.dataframe(view, hide_index=True, width="stretch", key="up_scored",
                  column_config={"rank": "#", "patient_id": "Patient", "encounter_id": "Encounter",
-                                "risk": st.column_config.NumberColumn("Risk %", format="%.1f"), "risk_tier": "Tier",
+                                "risk": st.column_config.NumberColumn("Risk %", format="%.1f"), "risk_tier": "Risk band",
                                 "risk_percentile": "Percentile", "reason_1": "Reason 1", "reason_2": "Reason 2",
                                 "reason_3": "Reason 3", "problem": "Not scored because"})
     st.download_button("Download the scored rows (CSV)", data=safe_csv(result.predictions),
@@ -90,12 +90,13 @@ if scored:
             log.exception("adding an upload to the worklist failed")
             friendly_error("the worklist update")
         else:
-            parts = [f"Added {count_words(added.added, 'discharge')} to the worklist"]
+            before = ("was added before and is left as it was" if added.already == 1
+                      else "were added before and are left as they were")
+            parts = [f"Added {count_words(added.added, 'discharge')} to the worklist"] if added.added else []
             if added.already:
-                parts.append(f"{count_words(added.already, 'discharge')} {'was' if added.already == 1 else 'were'} "
-                             "there already and left as before")
+                parts.append(f"{count_words(added.already, 'valid discharge')} {before}")
             invalid = added.errors["row"].dropna().nunique()
             if invalid:
                 parts.append(f"{count_words(invalid, 'row')} with problems {'was' if invalid == 1 else 'were'} not stored")
-            st.success("; ".join(parts) + ".")
+            st.success(("" if added.added else "Nothing new to add: ") + "; ".join(parts) + ".")
             st.page_link("pages/1_Worklist.py", label="Open the worklist", icon=":material/arrow_forward:")

@@ -16,9 +16,9 @@ Period by period (weeks or months of discharge dates; docs/monitoring.md says wh
 
 Each logged encounter counts once: its latest logged prediction (of `model_version` when given).
 
-The reference is a profile of aggregates (`build_reference`): the model folder ships one made from its
-validation split (`monitoring_reference.json`, sealed with the folder; no cell under 20 rows), and
-`START:END` makes one from the log's own discharges in that window.
+The reference is a profile of aggregates (`build_reference`, no cell under 20 rows): the model folder
+ships one made from its validation split (`monitoring_reference.json`; it changes no score, so the
+manifest does not cover it), and `START:END` makes one from the log's own discharges in that window.
 
 Recalibration under the change plan (`recalibrate`) and promotion (`promote`) live here too: both
 change which calibrated model serves, and both are checked against the same outcomes.
@@ -37,6 +37,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 from prometheus_client.parser import text_string_to_metric_families
 from scipy import stats
 from sqlalchemy import Engine, Text, and_, cast, func, select
@@ -105,10 +106,13 @@ def _merge_small(edges: np.ndarray, counts: np.ndarray, min_cell: int) -> tuple[
 
 
 def numeric_profile(values, min_cell: int = MIN_CELL) -> dict[str, Any]:
-    """Decile bins (merged to `min_cell`), the missing count, quantiles and standard deviation."""
+    """Decile bins plus a 0.5% tail bin at each end (merged to `min_cell`), the missing count, quantiles and
+    the standard deviation. The tail bins keep the values of a rare flag (1 in 3% of rows) apart from the
+    rest and catch values beyond the reference's usual range."""
     array = _numbers(values)
     filled = array[np.isfinite(array)]
-    edges = mon.numeric_bin_edges(filled)
+    tails = np.quantile(filled, [0.005, 0.995]) if filled.size else np.array([])
+    edges = np.unique(np.r_[tails, mon.numeric_bin_edges(filled)])
     counts = mon.numeric_counts(filled, edges)
     edges, counts = _merge_small(edges, counts, min_cell)
     return {"kind": "numeric", "edges": edges.tolist(), "counts": counts.tolist(),
@@ -176,7 +180,8 @@ def reference_path(model_dir: str | Path) -> Path:
 
 
 def save_model_reference(model_dir: str | Path, reference: dict[str, Any]) -> Path:
-    """Write the folder's monitoring reference; a sealed folder is verified first and resealed after."""
+    """Write the folder's monitoring reference (verified first when sealed: a reference is only written beside
+    the files it describes; the manifest does not cover it, so the version stays)."""
     path = reference_path(model_dir)
     with sealed_update(model_dir):
         path.write_text(json.dumps(_clean(reference), indent=1, sort_keys=True) + "\n")
@@ -221,6 +226,10 @@ def bin_index(profile: dict[str, Any], values) -> np.ndarray:
         index = np.searchsorted(edges, array, side="right")
         return np.where(np.isfinite(array), index, len(edges) + 1)
     levels = list(profile["levels"])
+    if isinstance(getattr(values, "dtype", None), pd.CategoricalDtype):  # bin the categories, not the rows
+        lookup = bin_index(profile, np.asarray(values.cat.categories, dtype=object))
+        codes = values.cat.codes.to_numpy()
+        return np.where(codes < 0, len(levels) + 1, lookup[np.maximum(codes, 0)])
     codes = pd.Categorical(_levels(values), categories=levels + [MISSING]).codes.astype(np.int64)
     raw = _levels(values)
     return np.where(raw == MISSING, len(levels) + 1, np.where(codes < 0, len(levels), codes))
@@ -318,10 +327,21 @@ def load_monitoring_rows(engine: Engine, as_of: dt.date, model_version: Optional
         result = connection.execution_options(yield_per=chunk).execute(statement)
         for part in result.partitions():
             frame = pd.DataFrame(part, columns=_LOG_READ)
-            parts.append(_monitoring_frame(frame, parse_features(frame["features"].tolist(), names), as_of))
+            parsed = parse_features(frame["features"].tolist(), names, categorical=True)
+            parts.append(_monitoring_frame(frame, parsed, as_of))
     if not parts:
-        return _monitoring_frame(pd.DataFrame(columns=_LOG_READ), parse_features([], names), as_of)
-    return pd.concat(parts, ignore_index=True)
+        return _monitoring_frame(pd.DataFrame(columns=_LOG_READ), parse_features([], names, categorical=True), as_of)
+    return _concat(parts)
+
+
+def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Chunks into one frame; categorical columns keep a categorical dtype (the union of their categories)
+    where `pd.concat` would fall back to millions of Python strings."""
+    categorical = [name for name, dtype in parts[0].dtypes.items() if isinstance(dtype, pd.CategoricalDtype)]
+    out = pd.concat([part.drop(columns=categorical) for part in parts], ignore_index=True)
+    for name in categorical:
+        out[name] = union_categoricals([part[name] for part in parts], ignore_order=True)
+    return out
 
 
 _LOG_READ = ["logged_at", "channel", "model_version", "source", "encounter_id", "patient_id", "risk", "features",
@@ -639,7 +659,7 @@ def _fairness(rows, codes, periods, scored, flagged, summaries, n_boot) -> dict[
     if not matured or use.sum() < MIN_CELL:
         return {"periods": [summaries[k]["period"] for k in matured], "rows": [], "n": int(use.sum())}
     subset = rows[use]
-    groups = {name: subset[name].fillna("unknown").astype(str) for name in FAIRNESS_GROUPS}
+    groups = {name: subset[name].astype(object).fillna("unknown").astype(str) for name in FAIRNESS_GROUPS}
     groups["race x sex"] = groups["race"] + " / " + groups["sex"]
     tables = []
     for attribute, values in groups.items():
@@ -1088,10 +1108,11 @@ def readings(report: dict[str, Any]) -> dict[str, str]:
         fairness = "Fairness needs matured outcomes: none yet in the monitored periods."
     else:
         shown = [r for r in fair["rows"] if r["flagged"]]
-        fairness = (f"Over {', '.join(fair['periods'])}: " + (f"{len(shown)} group ratios outside 0.8-1.25 with an "
-                                                              "interval that excludes 1." if shown else
-                                                              "no group ratio is outside 0.8-1.25 with an interval "
-                                                              "that excludes 1."))
+        alerted = sum(a["check"] == "fairness" for a in report["alerts"])
+        fairness = (f"Over {', '.join(fair['periods'])}: " + (
+            f"{len(shown)} group ratios are outside 0.8-1.25 with an interval that excludes 1; {alerted} of them, "
+            "on sensitivity or observed / expected, raise an alert." if shown else
+            "no group ratio is outside 0.8-1.25 with an interval that excludes 1."))
     counts = report["counts"]
     volume = (f"{counts['scored']:,} scored discharges: {counts['with_outcome']:,} with a known outcome, "
               f"{counts['unknown']:,} matured without one, {counts['unmatured']:,} not yet 30 days old.")

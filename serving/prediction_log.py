@@ -157,18 +157,21 @@ def log_warehouse_predictions(engine: Engine, root: str, *, since: Optional[dt.d
 
 # --- reading ----------------------------------------------------------------------------------------
 
-def parse_features(payloads: Sequence[Any], names: Sequence[str] = FEATURE_COLUMNS) -> pd.DataFrame:
-    """The logged JSON objects (text or dicts) as typed columns: `names` and the context keys.
+def parse_features(payloads: Sequence[Any], names: Sequence[str] = FEATURE_COLUMNS,
+                   categorical: bool = False) -> pd.DataFrame:
+    """The logged JSON objects (text or dicts) as typed columns: `names` and the context keys; text
+    columns as pandas categoricals with `categorical` (a million rows then hold a few codes, not
+    millions of strings).
 
     Text goes through Arrow's JSON reader (C++, multi-threaded): a million rows parse in seconds."""
     schema = feature_schema(names)
     if not len(payloads):
-        return schema.empty_table().to_pandas()
+        return schema.empty_table().to_pandas(strings_to_categorical=categorical)
     lines = "\n".join(p if isinstance(p, str) else json.dumps(p) for p in payloads).encode()
     options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
     table = pa_json.read_json(io.BytesIO(lines), parse_options=options,
                               read_options=pa_json.ReadOptions(block_size=1 << 24))
-    return table.to_pandas()
+    return table.to_pandas(strings_to_categorical=categorical)
 
 
 def _time_filter(statement, start: Optional[dt.datetime], end: Optional[dt.datetime]):

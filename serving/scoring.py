@@ -69,6 +69,9 @@ class ScoringService:
     warehouse: Optional[str] = None                       # default patient-history source of every call
     # One model call at a time per service: torch's threads are the parallelism.
     _lock: threading.RLock = field(default_factory=threading.RLock, compare=False, repr=False)
+    # Added effects of (group, value) pairs met so far (`models.explain.added_effects`): the same numbers
+    # as computing them again, so a single encounter costs the API and the Patient page far fewer calls.
+    _known_effects: dict = field(default_factory=dict, compare=False, repr=False)
 
     # --- construction ---------------------------------------------------------------------
     @classmethod
@@ -151,6 +154,12 @@ class ScoringService:
         """Canonical encounters -> one prediction row each, in input order (see PREDICTION_COLUMNS);
         patient history from `warehouse`, else the service's warehouse."""
         frame = canonical_frame(encounters)
+        features = self.features_for(frame, warehouse) if len(frame) else None
+        return self._predictions(frame, features, explain, top_reasons)
+
+    def _predictions(self, frame: pd.DataFrame, features: Optional[pd.DataFrame], explain: bool,
+                     top_reasons: int) -> pd.DataFrame:
+        """Prediction rows of canonical encounters whose feature rows (`features_for`) are given."""
         n = len(frame)
         out = pd.DataFrame({"encounter_id": frame["encounter_id"].astype(str).to_numpy(),
                             "patient_id": frame["patient_id"].astype(str).to_numpy()})
@@ -159,7 +168,6 @@ class ScoringService:
         out["model_version"] = self.model_version
         if n == 0:
             return _typed_predictions(out)
-        features = self.features_for(frame, warehouse)
         eligible = features["eligible"].astype(bool).to_numpy()
         reason = frame["ineligible_reason"].astype(object).where(frame["ineligible_reason"].notna(), None).to_numpy()
         problems = impossible_values(frame)
@@ -214,22 +222,25 @@ class ScoringService:
         risk = self.risk(batch)
         if not explain or self.background is None:
             return risk, None
-        attributions, _ = two_sided_shapley(self.risk, batch, risk, self.background, self.background_risk)
+        attributions, _ = two_sided_shapley(self.risk, batch, risk, self.background, self.background_risk,
+                                            known=self._known_effects)
         return risk, attributions
 
     def explain_one(self, encounters: pd.DataFrame, warehouse: Optional[str] = None) -> dict[str, Any]:
         """The last encounter's risk, base risk, reasons and every group's attribution with its sentence: the
-        numbers and reasons `score_encounters` stores for it (same method, no random numbers). `encounters`
-        may hold the patient's earlier encounters first, for history."""
+        numbers and reasons `score_encounters` stores for it (same method, no random numbers), plus its whole
+        prediction row (`prediction`). `encounters` may hold the patient's earlier encounters first, for
+        history."""
         if self.background is None:
             raise UserError("explanations are not available for this model (loaded without explanations)")
-        predictions = self.score_encounters(encounters, explain=True, warehouse=warehouse)
-        row = predictions.iloc[-1]
-        features = self.features_for(encounters, warehouse).iloc[-1].to_dict()
+        frame = canonical_frame(encounters)
+        all_features = self.features_for(frame, warehouse)
+        row = self._predictions(frame, all_features, explain=True, top_reasons=3).iloc[-1]
+        features = all_features.iloc[-1].to_dict()
         attributions = json.loads(row["attributions"]) if row["attributions"] else {}
         reasons = [row[f"reason_{k}"] for k in (1, 2, 3) if isinstance(row[f"reason_{k}"], str)]
         return {"encounter_id": row["encounter_id"], "risk": row["risk"], "base_risk": row["base_risk"],
-                "reasons": reasons,
+                "reasons": reasons, "prediction": row.to_dict(),
                 "groups": [{"group": g, "label": lbl, "points": attributions.get(g),
                             "sentence": reason_text.sentence(g, features, attributions.get(g, 0.0))}
                            for g, lbl in ((grp.name, grp.label) for grp in FIELD_GROUPS)]}

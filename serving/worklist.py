@@ -33,7 +33,7 @@ from core.spreadsheet import safe_csv
 from core.warehouse import Warehouse
 from serving.database import session_scope
 from serving.db_tables import CallList, CallListEntry
-from serving.outreach import STATUS_LABELS, EncounterKey, OutreachRecord
+from serving.outreach import CLOSING, STATUS_LABELS, EncounterKey, OutreachRecord
 
 RISK_TIERS = ("Very high", "High", "Medium", "Low")
 DEFAULT_PAGE_SIZE = 50
@@ -250,23 +250,20 @@ class DayList:
         return len(self.open) + len(self.handled)
 
 
-def handled_reason(row: Mapping[str, Any], status: Optional[OutreachRecord]) -> Optional[str]:
-    """Why a patient is no longer open work, in words; None while open. Facts about the patient first
-    (death, hospice, readmission), then a closing outreach status, then a missing score."""
-    reason = row.get("ineligible_reason")
-    if reason == "died":
-        return "Died in hospital"
-    if reason == "hospice":
-        return "Discharged to hospice"
-    readmitted = row.get("readmitted_at")
-    if readmitted is not None and not pd.isna(readmitted):
-        return f"Readmitted on {pd.Timestamp(readmitted):%Y-%m-%d}"
-    if status is not None and status.closing:
-        return status.label
-    risk = row.get("risk")
-    if risk is None or pd.isna(risk):
-        return "Not scored" + (f": {row['problem']}" if row.get("problem") else "")
-    return None
+def handled_reasons(frame: pd.DataFrame) -> pd.Series:
+    """Why each patient is no longer open work, in words; None while open. Facts about the patient first
+    (death, hospice, readmission), then a closing outreach status (`status`), then a missing score."""
+    reason = pd.Series(None, index=frame.index, dtype=object)
+    problem = frame["problem"].fillna("").astype(str)
+    unscored = frame["risk"].isna()
+    reason[unscored] = np.where(problem[unscored] != "", "Not scored: " + problem[unscored], "Not scored")
+    closing = frame["status"].isin(CLOSING)
+    reason[closing] = frame.loc[closing, "status"].map(STATUS_LABELS)
+    readmitted = frame["readmitted_at"].notna()
+    reason[readmitted] = "Readmitted on " + pd.to_datetime(frame.loc[readmitted, "readmitted_at"]).dt.strftime("%Y-%m-%d")
+    reason[frame["ineligible_reason"] == "hospice"] = "Discharged to hospice"
+    reason[frame["ineligible_reason"] == "died"] = "Died in hospital"
+    return reason
 
 
 def current_of(events: Sequence[OutreachRecord]) -> Optional[OutreachRecord]:
@@ -293,16 +290,22 @@ def build_day_list(rows: pd.DataFrame, events: Mapping[tuple[str, str], Sequence
     """Split `window_rows` into open (ranked, top `capacity` flagged) and handled (with the reason; the latest
     outreach first, then the latest discharge). Pure."""
     frame = rows.copy().reset_index(drop=True)
-    keys = list(zip(frame["source"].astype(str), frame["encounter_id"].astype(str)))
-    statuses = [current_of(events.get(key, ())) for key in keys]
-    frame["days_since_discharge"] = [(as_of - pd.Timestamp(t).date()).days for t in frame["discharge_time"]]
-    frame["status"] = [s.status if s else "not_contacted" for s in statuses]
-    frame["status_label"] = [STATUS_LABELS[s] for s in frame["status"]]
-    frame["status_by"] = [s.recorded_by if s else "" for s in statuses]
-    frame["status_at"] = [s.recorded_at if s else None for s in statuses]
-    frame["attempts"] = [sum(1 for e in events.get(key, ()) if not e.patient_mismatch) for key in keys]
-    frame["history"] = [history_text(events.get(key, ())) for key in keys]
-    frame["reason"] = [handled_reason(row, status) for row, status in zip(frame.to_dict("records"), statuses)]
+    discharged = pd.to_datetime(frame["discharge_time"]).to_numpy(dtype="datetime64[D]")
+    frame["days_since_discharge"] = (np.datetime64(as_of, "D") - discharged).astype(int)
+    n = len(frame)
+    status, by, at = np.full(n, "not_contacted", dtype=object), np.full(n, "", dtype=object), np.full(n, None)
+    attempts, history = np.zeros(n, dtype=int), np.full(n, "", dtype=object)
+    keys = zip(frame["source"].astype(str), frame["encounter_id"].astype(str))
+    for i, key in ((i, key) for i, key in enumerate(keys) if key in events):   # only patients with outreach
+        current = current_of(events[key])
+        attempts[i] = sum(1 for e in events[key] if not e.patient_mismatch)
+        history[i] = history_text(events[key])
+        if current is not None:
+            status[i], by[i], at[i] = current.status, current.recorded_by, current.recorded_at
+    frame["status"], frame["status_by"], frame["status_at"], frame["attempts"], frame["history"] = \
+        status, by, at, attempts, history
+    frame["status_label"] = frame["status"].map(STATUS_LABELS)
+    frame["reason"] = handled_reasons(frame)
     is_open = frame["reason"].isna()
     ranked = frame[is_open].sort_values(["risk", "discharge_time", "encounter_id", "source"],
                                         ascending=[False, False, True, True], kind="mergesort")

@@ -30,7 +30,8 @@ def served(tmp_path_factory):
         pytest.fail("Chromium missing: apt-get install chromium (make test does it)")
     wh = make_warehouse.build(tmp_path_factory.mktemp("wh_browser"), patients=500, seed=11)
     logs = tmp_path_factory.mktemp("logs")
-    with browser.serve_app(wh, audit_log=logs / "audit.jsonl", log_path=logs / "streamlit.log") as url:
+    env = {"READMIT_DATABASE_URL": f"sqlite:///{logs / 'operational.sqlite3'}"}
+    with browser.serve_app(wh, audit_log=logs / "audit.jsonl", log_path=logs / "streamlit.log", extra_env=env) as url:
         yield url, logs, wh
 
 
@@ -47,7 +48,11 @@ def page(served):
 
 
 def served_top_patient(served) -> str:
-    return str(worklist_q.worklist(Warehouse(str(served[2])), page_size=1).rows["patient_id"].iloc[0])
+    """Rank 1 of today's list (the demo's newest discharge date, nobody called yet)."""
+    index = worklist_q.WorklistIndex(Warehouse(str(served[2])))
+    rows = worklist_q.window_rows(index, index.latest_discharge, 30)
+    day = worklist_q.build_day_list(rows, {}, index.latest_discharge, 30, 10)
+    return str(day.open["patient_id"].iloc[0])
 
 
 def _shot_on_failure(page, name):

@@ -172,11 +172,15 @@ FORK_SERVER = multiprocessing.get_context("forkserver")
 PRELOAD = ["cli.main", "cli.score_commands", "core.intake", "core.predictions", "serving.scoring", __name__]
 
 
+def _log(root: Path) -> Path:
+    return root.with_name("score.log")
+
+
 def _score(root: str) -> None:
-    """`readmit score --warehouse ROOT` in a fork-server child, its output discarded."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
+    """`readmit score --warehouse ROOT` in a fork-server child, its output appended to `_log`."""
+    log = os.open(_log(Path(root)), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
     sys.exit(main([*SCORE, root]))
 
 
@@ -187,6 +191,11 @@ def _start(kind: str, root: Path, seed: int) -> subprocess.Popen | BaseProcess:
         return process
     # a different seed each run: the same encounter ids, mostly other patients (stale joins would show)
     return start(*etl_args(root, "--source", "synthetic", "--rows", ROWS, "--seed", str(seed)))
+
+
+def _failed(kind: str, process: subprocess.Popen | BaseProcess, root: Path) -> str:
+    tail = _log(root).read_text()[-1500:] if kind == "score" and _log(root).exists() else ""
+    return f"`readmit {kind}` failed (exit {_ended(process)}) {tail}"
 
 
 def _ended(process: subprocess.Popen | BaseProcess) -> Optional[int]:
@@ -207,7 +216,7 @@ def _writing(kind: str, root: Path, seed: int) -> subprocess.Popen | BaseProcess
     before = versions(root)
     process = _start(kind, root, seed)
     while not versions(root) - before:
-        assert _ended(process) is None, f"`readmit {kind}` ended (exit {_ended(process)}) before writing"
+        assert _ended(process) is None, f"before writing: {_failed(kind, process, root)}"
         time.sleep(0.005)
     return process
 
@@ -218,7 +227,7 @@ def _write_seconds(kind: str, root: Path, seed: int = 0) -> float:
     started = time.monotonic()
     while _ended(process) is None:
         time.sleep(0.005)
-    assert _ended(process) == 0, f"`readmit {kind}` failed (exit {_ended(process)})"
+    assert _ended(process) == 0, _failed(kind, process, root)
     return time.monotonic() - started
 
 
@@ -257,7 +266,7 @@ def test_sigkills_never_leave_a_pointer_to_an_incomplete_or_mismatched_version(t
         delay = rng.uniform(0, phase[kind])
         time.sleep(delay)
         ended = _ended(process)
-        assert ended in (None, 0), f"`readmit {kind}` failed on its own (exit {ended})"
+        assert ended in (None, 0), _failed(kind, process, root)
         outcomes[f"{kind} {'finished' if ended == 0 else 'killed mid-write'}"] += 1
         _kill(process)
         _assert_consistent(root, f"after SIGKILL {kill}, {delay:.2f} s into the writes of `readmit {kind}`")

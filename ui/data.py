@@ -147,18 +147,20 @@ def db_versions() -> tuple[int, int]:
     return outreach.latest_event_id(db), upload_queries.latest_upload_id(db)
 
 
-@st.cache_data(ttl=3600, show_spinner=False, max_entries=4)
+# The frames below are shared, never copied (st.cache_resource): a page or filter change must not pay for
+# copying tens of thousands of rows. Nothing may modify them.
+@st.cache_resource(ttl=3600, show_spinner=False, max_entries=4)
 def _uploads(url: str, upload_version: int) -> pd.DataFrame:
     return upload_queries.uploaded_rows(_engine(url))
 
 
-@st.cache_data(ttl=3600, show_spinner=False, max_entries=50)
+@st.cache_resource(ttl=3600, show_spinner=False, max_entries=20)
 def _window(root: str, version: str, url: str, upload_version: int, as_of_date: dt.date,
             window: int) -> pd.DataFrame:
     return worklist_queries.window_rows(_index(root, version), as_of_date, window, _uploads(url, upload_version))
 
 
-@st.cache_data(ttl=3600, show_spinner=False, max_entries=100)
+@st.cache_resource(ttl=3600, show_spinner=False, max_entries=20)
 def _day(root: str, version: str, url: str, event_version: int, upload_version: int, as_of_date: dt.date,
          window: int, calls: int) -> worklist_queries.DayList:
     rows = _window(root, version, url, upload_version, as_of_date, window)

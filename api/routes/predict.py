@@ -60,9 +60,10 @@ def predict_batch(batch: Batch, scorer: ScorerDep, settings: SettingsDep, metric
 @router.post("/explain", response_model=Explanation,
              summary="Full attribution for one encounter, grouped by feature")
 def explain(encounter: OneEncounter, scorer: ScorerDep, metrics: MetricsDep) -> Explanation:
+    """The numbers and reasons the scorer stores for this encounter (the same method in every path)."""
     frame = to_canonical_frame([encounter])
-    scored = scorer.score_encounters(frame, explain=True, top_reasons=3)
-    explained = scorer.explain_one(frame) if scored["risk"].notna().iloc[0] else {}
-    out = Explanation(**explanation_from(scored.iloc[0].to_dict(), explained, scorer.model_version))
+    explained = scorer.explain_one(frame)
+    row = explained.get("prediction") or scorer.score_encounters(frame, explain=True, top_reasons=3).iloc[0].to_dict()
+    out = Explanation(**explanation_from(row, explained, scorer.model_version))
     metrics.observe_risks([out.risk])
     return out
