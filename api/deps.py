@@ -3,42 +3,96 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from typing import Annotated, Any, Optional, Protocol
 
 import anyio
 import pandas as pd
 from fastapi import Depends, HTTPException, Request, status
+from pydantic import BaseModel
 
 from api.metrics import ApiMetrics
-from api.schemas import to_canonical_frame
+from api.schemas import API_SOURCE, to_canonical_frame
 from api.security import ApiSettings, require_api_key
+from core.validation import naive_utc
 
 
 class Scorer(Protocol):
     """What the API needs from `serving.scoring.ScoringService` (which serializes its own model calls)."""
     model_version: str
+    warehouse: Optional[str]  # patient history source; None: every record is scored from itself only
 
     def score_encounters(self, canonical: pd.DataFrame, explain: bool = True, top_reasons: int = 3
                          ) -> pd.DataFrame: ...
 
+    def score_records(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
+
     def explain_one(self, canonical: pd.DataFrame) -> dict[str, Any]: ...
 
 
-class MicroBatcher:
-    """Scores concurrent `/predict` requests together, in one call to the scoring service.
+def canonical_record(encounter: BaseModel) -> dict[str, Any]:
+    """A validated request as one canonical record: the values `to_canonical_frame` puts in its row."""
+    record = encounter.model_dump()
+    for name in ("admit_time", "discharge_time"):
+        if record.get(name) is not None:
+            record[name] = naive_utc(record[name])
+    record["source"] = API_SOURCE
+    return record
 
-    Most of a single-row score is fixed per-call cost (pandas feature building, encoding); one call
-    for 20 rows costs little more than one call for one. The loop takes every request waiting when
-    the previous call finishes (no artificial delay: an idle server scores a lone request at once),
-    and never puts two requests of the same patient (or encounter) in one call, because encounters
-    of one patient in one call are each other's history: every request is scored exactly as if alone.
-    If a combined call fails, each request is retried alone, so one bad row cannot fail its neighbours.
+
+@dataclass
+class _Row:
+    """One distinct request (validated record + options) and every caller waiting for its row."""
+    encounter: Any
+    explain: bool
+    futures: list[asyncio.Future]
+
+    @property
+    def live(self) -> bool:
+        return not all(f.done() for f in self.futures)  # every client gone: skip the row
+
+    def deliver(self, row: Optional[dict[str, Any]] = None, error: Optional[BaseException] = None) -> None:
+        for future in self.futures:
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(row)
+            else:
+                future.set_exception(error)
+
+
+def distinct_rows(items: list[tuple[Any, bool, asyncio.Future]]) -> list[_Row]:
+    """Requests with the same validated record and options share one row: identical inputs score identically.
+    The key is the record's JSON (exact, so hash collisions cannot merge different records)."""
+    rows: dict[tuple[bool, str], _Row] = {}
+    for encounter, explain, future in items:
+        key = (explain, encounter.model_dump_json())
+        if key in rows:
+            rows[key].futures.append(future)
+        else:
+            rows[key] = _Row(encounter, explain, [future])
+    return list(rows.values())
+
+
+class MicroBatcher:
+    """Scores concurrent `/predict` requests together, in as few scoring calls as it safely can.
+
+    Most of a small score is fixed per-call cost. The loop takes every request waiting when the previous
+    call finishes (no artificial delay: an idle server scores a lone request at once), and
+    - identical requests (same validated record, same options) share one row;
+    - when the scorer takes no history from a warehouse, a request without reasons is scored from its own
+      record only (`score_records`), so requests of one patient share a call like any others;
+    - otherwise (warehouse history, or reasons through `score_encounters`) encounters of one patient in
+      one call would be each other's history, so two of one patient (or encounter) never share a call.
+    Every request is scored exactly as if alone. If a combined call fails, each row is retried alone, so
+    one bad row cannot fail its neighbours.
     """
 
     def __init__(self, scorer: Any, max_rows: int = 64, on_call: Optional[Any] = None) -> None:
         self.scorer = scorer
         self.on_call = on_call  # called with the row count of every scoring call (metrics)
         self.max_rows = max_rows
+        self.independent = getattr(scorer, "warehouse", None) is None  # no history: records stand alone
         self._queue: Optional[asyncio.Queue] = None
         self._task: Optional[asyncio.Task] = None
 
@@ -52,29 +106,45 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def score(self, encounter: Any) -> dict[str, Any]:
-        """One validated request -> its prediction row (a dict of the scorer's columns)."""
+    async def score(self, encounter: Any, explain: bool = False) -> dict[str, Any]:
+        """One validated request -> its prediction row (a dict of the scorer's columns); reasons only
+        with `explain`."""
         if self._queue is None:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="model not loaded")
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put((encounter, future))
+        await self._queue.put((encounter, explain, future))
         return await future
 
-    def _groups(self, items: list) -> list[list]:
+    def _alone(self, row: _Row) -> bool:
+        """Whether the row is scored from its own record only (`score_records`)."""
+        return self.independent and not row.explain
+
+    def _calls(self, rows: list[_Row]) -> list[list[_Row]]:
+        """Rows grouped into scoring calls of at most `max_rows`, one kind of call per group."""
+        alone = [row for row in rows if self._alone(row)]
+        calls = [alone[i:i + self.max_rows] for i in range(0, len(alone), self.max_rows)]
+        for explain in (False, True):
+            calls += self._without_shared_patients([r for r in rows if r.explain == explain and not self._alone(r)])
+        return calls
+
+    def _without_shared_patients(self, rows: list[_Row]) -> list[list[_Row]]:
         groups: list[tuple[set, list]] = []
-        for item in items:
-            keys = {("p", item[0].patient_id), ("e", item[0].encounter_id)}
+        for row in rows:
+            keys = {("p", row.encounter.patient_id), ("e", row.encounter.encounter_id)}
             for used, members in groups:
                 if not keys & used and len(members) < self.max_rows:
                     used |= keys
-                    members.append(item)
+                    members.append(row)
                     break
             else:
-                groups.append((set(keys), [item]))
+                groups.append((set(keys), [row]))
         return [members for _, members in groups]
 
-    def _score_rows(self, encounters: list) -> list[dict[str, Any]]:
-        scored = self.scorer.score_encounters(to_canonical_frame(encounters), explain=True, top_reasons=3)
+    def _score_rows(self, rows: list[_Row]) -> list[dict[str, Any]]:
+        if self._alone(rows[0]):
+            return self.scorer.score_records([canonical_record(row.encounter) for row in rows])
+        scored = self.scorer.score_encounters(to_canonical_frame([row.encounter for row in rows]),
+                                              explain=rows[0].explain, top_reasons=3)
         return scored.to_dict(orient="records")
 
     async def _run(self) -> None:
@@ -83,26 +153,21 @@ class MicroBatcher:
             items = [await self._queue.get()]
             while not self._queue.empty() and len(items) < 4 * self.max_rows:
                 items.append(self._queue.get_nowait())
-            for group in self._groups(items):
-                live = [item for item in group if not item[1].done()]  # client gone: skip
+            for call in self._calls(distinct_rows(items)):
+                live = [row for row in call if row.live]
                 if not live:
                     continue
                 if self.on_call is not None:
                     self.on_call(len(live))
                 try:
-                    rows = await anyio.to_thread.run_sync(self._score_rows, [e for e, _ in live])
-                    results = list(zip(live, rows))
+                    for row, scored in zip(live, await anyio.to_thread.run_sync(self._score_rows, live)):
+                        row.deliver(scored)
                 except Exception:
-                    results = []
-                    for item in live:
+                    for row in live:
                         try:
-                            results.append((item, (await anyio.to_thread.run_sync(self._score_rows, [item[0]]))[0]))
+                            row.deliver((await anyio.to_thread.run_sync(self._score_rows, [row]))[0])
                         except Exception as error:
-                            if not item[1].done():
-                                item[1].set_exception(error)
-                for (_, future), row in results:
-                    if not future.done():
-                        future.set_result(row)
+                            row.deliver(error=error)
 
 
 def get_api_settings(request: Request) -> ApiSettings:

@@ -15,6 +15,7 @@ itself then: no variable or file can switch authentication off). No request cont
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import asynccontextmanager
 from typing import Any, Callable, Optional
 
@@ -30,7 +31,7 @@ from api.security import ApiSettings, AuthThrottle
 from core.config import Settings
 from serving.scoring import ScoringService
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("uvicorn.error")  # uvicorn's own log: each worker's model load shows beside its start
 
 ScorerLoader = Callable[[str], Any]
 
@@ -56,7 +57,7 @@ def create_app(api_settings: Optional[ApiSettings] = None, settings: Optional[Se
         app.state.scorer = loader(settings.model_dir)
         app.state.batcher = MicroBatcher(app.state.scorer, on_call=app.state.metrics.microbatch_rows.observe)
         await app.state.batcher.start()
-        log.info("model %s loaded from %s", app.state.scorer.model_version, settings.model_dir)
+        log.info("worker %d: model %s loaded from %s", os.getpid(), app.state.scorer.model_version, settings.model_dir)
         batcher = app.state.batcher
         yield
         await batcher.stop()

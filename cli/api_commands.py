@@ -70,11 +70,11 @@ def prepare_environment(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    host, settings, api_settings = prepare_environment(args)  # before torch loads: refusals come at once
     import uvicorn
 
     from api.main import create_app
 
-    host, settings, api_settings = prepare_environment(args)
     options = {"host": host, "port": args.port, "access_log": False, "proxy_headers": False, "server_header": False,
                "timeout_graceful_shutdown": 10}
     if args.workers == 1:  # the app is built here, with the settings checked above

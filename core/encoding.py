@@ -19,7 +19,7 @@ import json
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Union
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,9 @@ from core.features import (
     NUMERIC_NAMES,
     OTHER_LEVEL,
 )
+
+Features = Union[pd.DataFrame, Mapping[str, np.ndarray]]
+"""Feature rows: `build_features`' DataFrame, or `first_stay_features`' numpy columns (no DataFrame)."""
 
 PREPROCESSING_FILE = "preprocessing.json"
 CLIP_Z = 5.0
@@ -128,7 +131,11 @@ def _lookups(prep: Preprocessing) -> dict[str, Any]:
     return lookups
 
 
-def categorical_indices(features: pd.DataFrame, prep: Preprocessing) -> np.ndarray:
+def _row_count(features: Features) -> int:
+    return len(features[NUMERIC_NAMES[0]])
+
+
+def categorical_indices(features: Features, prep: Preprocessing) -> np.ndarray:
     lookups = _lookups(prep)["categorical"]
     columns = []
     for name in CATEGORICAL_NAMES:
@@ -143,14 +150,14 @@ def categorical_indices(features: pd.DataFrame, prep: Preprocessing) -> np.ndarr
         else:
             collapsed = collapse_levels(values, kept)
             columns.append(collapsed.map(lookup).fillna(unseen).to_numpy(dtype=np.int64))
-    return np.stack(columns, axis=1) if columns else np.zeros((len(features), 0), dtype=np.int64)
+    return np.stack(columns, axis=1) if columns else np.zeros((_row_count(features), 0), dtype=np.int64)
 
 
-def numeric_matrix(features: pd.DataFrame, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
+def numeric_matrix(features: Features, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
     columns = [features[name] for name in NUMERIC_NAMES]
     if all(column.dtype == np.float64 for column in columns):
         # same values and the same (column-major) layout as DataFrame.to_numpy below
-        raw = np.array([column.to_numpy() for column in columns], dtype=np.float64).T
+        raw = np.array([np.asarray(column) for column in columns], dtype=np.float64).T
     else:
         raw = features[list(NUMERIC_NAMES)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     missing = np.isnan(raw)
@@ -162,9 +169,9 @@ def numeric_matrix(features: pd.DataFrame, prep: Preprocessing) -> tuple[np.ndar
     return out.astype(np.float32), missing
 
 
-def code_indices(features: pd.DataFrame, prep: Preprocessing) -> np.ndarray:
+def code_indices(features: Features, prep: Preprocessing) -> np.ndarray:
     vocabularies = _lookups(prep)["codes"]
-    out = np.zeros((len(features), len(CODE_FEATURES), 3), dtype=np.int64)
+    out = np.zeros((_row_count(features), len(CODE_FEATURES), 3), dtype=np.int64)
     for position, name in enumerate(CODE_FEATURES):
         for row, (code, chapter) in enumerate(zip(features[name].tolist(), features[f"{name}_chapter"].tolist())):
             if code is None or (isinstance(code, float) and np.isnan(code)):
@@ -174,8 +181,8 @@ def code_indices(features: pd.DataFrame, prep: Preprocessing) -> np.ndarray:
     return out
 
 
-def encode(features: pd.DataFrame, prep: Preprocessing) -> EncodedBatch:
-    """Feature rows (from `core.features.build_features`) to model inputs."""
+def encode(features: Features, prep: Preprocessing) -> EncodedBatch:
+    """Feature rows (from `core.features.build_features` or `first_stay_features`) to model inputs."""
     numeric, missing = numeric_matrix(features, prep)
     return EncodedBatch(numeric=numeric, numeric_missing=missing,
                         categorical=categorical_indices(features, prep), codes=code_indices(features, prep))

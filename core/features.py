@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -149,12 +149,26 @@ def _band_mid(band: str) -> float:
 # The ICD helpers and other per-value rules of `core.icd` are plain Python functions. A batch of
 # many patients holds few distinct codes, bands and medication entries, so each function runs once
 # per distinct value (found by pandas' hashing) and the results are gathered back by index.
+# The costly ICD rules are also cached across calls: the scoring API meets the same codes again and again.
+
+SMALL_BATCH = 256  # up to this many values a dict finds the distinct ones faster than pandas
+
+
+def _missing(value) -> bool:
+    """What `pd.factorize` counts as missing: None, NaN, NaT, NA."""
+    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and value != value)
+
 
 def _factorized(values) -> tuple[np.ndarray, list]:
     """(index of each value into `distinct`, distinct values + [None]): missing values index the None."""
-    codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
-    distinct = list(uniques) + [None]
-    return np.where(codes < 0, len(distinct) - 1, codes), distinct
+    values = np.asarray(values, dtype=object)
+    if len(values) > SMALL_BATCH:
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        distinct = list(uniques) + [None]
+        return np.where(codes < 0, len(distinct) - 1, codes), distinct
+    first: dict = {}
+    index = [-1 if _missing(v) else first.setdefault(v, len(first)) for v in values.tolist()]
+    return np.array([len(first) if i < 0 else i for i in index], dtype=np.int64), list(first) + [None]
 
 
 def _gathered(results: list, index: np.ndarray) -> np.ndarray:
@@ -204,10 +218,11 @@ class _Flat:
         return out
 
 
-def _age_estimate(age_years: pd.Series, age_band: pd.Series) -> pd.Series:
-    # Same as `str.extract(_AGE_BAND).astype(float).mean(axis=1)`, one regex per distinct band.
+def _age_estimate(age_years, age_band) -> np.ndarray:
+    """Age in years, else the middle of the age band (`str.extract(_AGE_BAND)` mean, once per distinct band)."""
     band_mid = _by_value(lambda b: np.nan if b is None else _band_mid(str(b)), age_band).astype(np.float64)
-    return pd.to_numeric(age_years, errors="coerce").fillna(pd.Series(band_mid, index=age_band.index))
+    years = _float_values(age_years)
+    return np.where(np.isnan(years), band_mid, years)
 
 
 def _drug_status(changes: _Flat, drug: str) -> np.ndarray:
@@ -234,6 +249,20 @@ def _version(value) -> int:
     return int(value) if pd.notna(value) else 9
 
 
+_normalized_code = lru_cache(maxsize=65536, typed=True)(icd.normalize_code)
+
+
+@lru_cache(maxsize=65536)
+def _code_conditions(code, version: int) -> int:
+    """Charlson conditions of one normalized code, as bits in CHARLSON_CONDITIONS order."""
+    return sum(1 << icd.CHARLSON_CONDITIONS.index(c) for c in icd.charlson_conditions([code], version))
+
+
+@lru_cache(maxsize=65536)
+def _row_conditions(codes: tuple, version: int) -> frozenset:
+    return frozenset(icd.charlson_conditions(codes, version))
+
+
 def _charlson(codes: _Flat, normalized: np.ndarray, versions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Charlson flags and index of every row, as `icd.charlson_conditions` over each row's normalized codes.
 
@@ -241,14 +270,12 @@ def _charlson(codes: _Flat, normalized: np.ndarray, versions: np.ndarray) -> tup
     applies to the union), so each distinct code is matched once and each distinct union once, on the
     codes of the first row that has it."""
     names = icd.CHARLSON_CONDITIONS
-    bit = {name: 1 << i for i, name in enumerate(names)}
-    code_mask = _by_pair(lambda code, v: sum(bit[c] for c in icd.charlson_conditions([code], v)),
-                         normalized, versions[codes.row]).astype(np.int64)
+    code_mask = _by_pair(_code_conditions, normalized, versions[codes.row]).astype(np.int64)
     row_mask = np.zeros(len(codes.lengths), dtype=np.int64)
     np.bitwise_or.at(row_mask, codes.row, code_mask)
     masks, first, inverse = np.unique(row_mask, return_index=True, return_inverse=True)
     starts = np.cumsum(np.maximum(codes.lengths, 0)) - np.maximum(codes.lengths, 0)
-    found = [icd.charlson_conditions(normalized[starts[r]:starts[r] + max(codes.lengths[r], 0)], versions[r])
+    found = [_row_conditions(tuple(normalized[starts[r]:starts[r] + max(codes.lengths[r], 0)]), int(versions[r]))
              for r in first]
     flags = {f"cc_{name}": np.array([1.0 if name in f else 0.0 for f in found])[inverse.reshape(-1)]
              for name in names}
@@ -288,29 +315,47 @@ def _object_values(values) -> np.ndarray:
     return out
 
 
-def _yes_no(diabetes_med: pd.Series) -> np.ndarray:
-    if diabetes_med.dtype == np.bool_:
-        return np.where(diabetes_med.to_numpy(), "yes", "no").astype(object)
-    return _object_values(diabetes_med.map({True: "yes", False: "no"}))
+def _yes_no(diabetes_med) -> np.ndarray:
+    if getattr(diabetes_med, "dtype", None) == np.bool_:
+        return np.where(np.asarray(diabetes_med), "yes", "no").astype(object)
+    return _by_value({True: "yes", False: "no"}.get, diabetes_med)
 
 
-def _weekdays(discharge: pd.Series) -> np.ndarray:
+def _days(times) -> np.ndarray:
+    """Calendar days (datetime64[D], NaT where missing) of a datetime column or of a list of datetimes;
+    an aware column counts its own local days, as `Series.dt` does."""
+    if isinstance(times, pd.Series):
+        times = _datetimes(times)
+        if isinstance(times.dtype, pd.DatetimeTZDtype):
+            times = times.dt.tz_localize(None)
+        return times.to_numpy().astype("datetime64[D]")
+    return np.array([None if pd.isna(t) else t for t in times], dtype="datetime64[us]").astype("datetime64[D]")
+
+
+def _weekdays(discharge) -> np.ndarray:
+    days = _days(discharge)
     names = np.array(WEEKDAYS + (None,), dtype=object)
-    return names[discharge.dt.dayofweek.fillna(len(WEEKDAYS)).to_numpy().astype(np.int64)]
+    weekday = (days.astype(np.int64) + 3) % 7  # 1970-01-01, day 0, was a Thursday
+    return names[np.where(np.isnat(days), len(WEEKDAYS), weekday)]
 
 
-def encounter_features(history: pd.DataFrame) -> pd.DataFrame:
-    """Row-level features of encounters that already carry their patient history."""
-    n = len(history)
-    diagnoses = _Flat.of(history["diagnoses"].tolist())
+def _as_list(values) -> list:
+    return values.tolist() if hasattr(values, "tolist") else list(values)
+
+
+def feature_columns(history: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The FEATURE_COLUMNS of encounters that already carry their patient history, one numpy array each.
+
+    `history` maps canonical column names (plus the history columns `add_patient_history` fills) to
+    equally long columns: a DataFrame, or plain lists for a few records (`first_stay_features`)."""
+    diagnoses = _Flat.of(_as_list(history["diagnoses"]))
     versions = _by_value(_version, history["icd_version"]).astype(np.int64)
-    changes = _Flat.of(history["medication_changes"].tolist())
-    normalized = _by_pair(icd.normalize_code, diagnoses.items, versions[diagnoses.row])
+    changes = _Flat.of(_as_list(history["medication_changes"]))
+    normalized = _by_pair(_normalized_code, diagnoses.items, versions[diagnoses.row])
     codes = {name: diagnoses.at(normalized, i) for i, name in enumerate(CODE_FEATURES)}
     prior = {name: _float_values(history[name])
              for name in ("prior_outpatient_visits", "prior_emergency_visits", "prior_inpatient_visits")}
     flags, charlson = _charlson(diagnoses, normalized, versions)
-    discharge = _datetimes(history["discharge_time"])
     numeric = {
         "age_years_est": _age_estimate(history["age_years"], history["age_band"]),
         "length_of_stay_days": history["length_of_stay_days"],
@@ -348,23 +393,62 @@ def encounter_features(history: pd.DataFrame) -> pd.DataFrame:
         "dx_1_category": _by_value(icd.category, codes["dx_1"]),
         "dx_2_category": _by_value(icd.category, codes["dx_2"]),
         "dx_3_category": _by_value(icd.category, codes["dx_3"]),
-        "discharge_weekday": _weekdays(discharge),
+        "discharge_weekday": _weekdays(history["discharge_time"]),
         **codes,
         **{f"{name}_chapter": _by_pair(icd.chapter, codes[name], versions) for name in CODE_FEATURES},
     }
+    columns = {name: _float_values(numeric[name]) for name in NUMERIC_NAMES}
+    for name in CATEGORICAL_NAMES + CODE_FEATURES + CODE_CHAPTERS:
+        columns[name] = _yes_no(history["diabetes_med"]) if name == "diabetes_med" else _object_values(text[name])
+    return columns
+
+
+def encounter_features(history: pd.DataFrame) -> pd.DataFrame:
+    """Row-level features (OUTPUT_COLUMNS) of encounters that already carry their patient history."""
     columns = {
         "encounter_id": history["encounter_id"].astype("string").array,
         "patient_id": history["patient_id"].astype("string").array,
         "source": history["source"].array,
         "readmitted_30d": _object_values(history["readmitted_30d"]),
         "eligible": history["eligible"].astype(bool).to_numpy(),
+        **feature_columns(history),
     }
-    for name in NUMERIC_NAMES:
-        columns[name] = _float_values(numeric[name])
-    for name in CATEGORICAL_NAMES + CODE_FEATURES + CODE_CHAPTERS:
-        columns[name] = _yes_no(history["diabetes_med"]) if name == "diabetes_med" else _object_values(text[name])
-    assert len(columns) == len(OUTPUT_COLUMNS) and all(len(v) == n for v in columns.values())
+    assert len(columns) == len(OUTPUT_COLUMNS) and all(len(v) == len(history) for v in columns.values())
     return pd.DataFrame(columns, index=history.index, columns=list(OUTPUT_COLUMNS), copy=True)
+
+
+# --- first stays: no patient history ------------------------------------------------------------
+# An encounter whose patient has no other encounter in the input gets what `add_patient_history`
+# gives a patient's first stay. These constants are that, without sorting or grouping.
+FIRST_STAY_HISTORY: dict[str, float] = {"encounter_seq": 1.0, "prior_stays_los_days": 0.0,
+                                        "prior_readmissions_30d": 0.0, "days_since_last_discharge": np.nan}
+_RECORD_INPUTS = ("diagnoses", "icd_version", "medication_changes", "prior_outpatient_visits",
+                  "prior_emergency_visits", "prior_inpatient_visits", "age_years", "age_band", "length_of_stay_days",
+                  "num_lab_procedures", "num_procedures", "num_medications", "number_diagnoses", "sex", "race",
+                  "admission_type", "admission_source", "discharge_disposition", "payer", "admitting_specialty",
+                  "a1c_result", "glucose_result", "diabetes_med", "discharge_time")  # what `feature_columns` reads
+
+
+def first_stay_features(records: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """FEATURE_COLUMNS of independent canonical records, each a first stay (its own record only).
+
+    The scoring API's path: plain dicts to numpy columns, no DataFrame. `build_features` gives the
+    same values for the same records when no patient has two of them (tests/test_features.py)."""
+    n = len(records)
+    history: dict[str, Any] = {name: np.full(n, value) for name, value in FIRST_STAY_HISTORY.items()}
+    for name in _RECORD_INPUTS:
+        history[name] = [record.get(name) for record in records]
+    return feature_columns(history)
+
+
+def _first_stays(encounters: pd.DataFrame) -> pd.DataFrame:
+    """`add_patient_history(sort_for_history(encounters))` when every patient has one encounter:
+    ordered by patient, with the first-stay history."""
+    order = np.argsort(encounters["patient_id"].to_numpy(dtype=object), kind="stable")
+    out = encounters.iloc[order].copy()
+    for name, value in FIRST_STAY_HISTORY.items():
+        out[name] = np.full(len(out), value)
+    return out
 
 
 def _typed(features: pd.DataFrame) -> pd.DataFrame:
@@ -378,7 +462,12 @@ def _typed(features: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_features(encounters: pd.DataFrame) -> pd.DataFrame:
-    """Canonical encounters (all encounters of each patient present) to one feature row each."""
+    """Canonical encounters (all encounters of each patient present) to one feature row each.
+
+    When no patient has two encounters (a batch of current discharges) there is no history to order
+    or group: the rows take the first-stay history directly, with the same result."""
     if encounters.empty:
         return _typed(pd.DataFrame({c: pd.Series(dtype="object") for c in OUTPUT_COLUMNS}))
+    if encounters["patient_id"].is_unique:
+        return encounter_features(_first_stays(encounters))
     return encounter_features(add_patient_history(sort_for_history(encounters)))

@@ -143,10 +143,11 @@ def read_input_file(path: str | Path, fmt: Optional[str] = None) -> tuple[pd.Dat
     rows, malformed = _read_rows(lines, len(header))
     detected = fmt or detect_format(header)
     if detected is None:
-        shown = ", ".join(header[:6]) + (", ..." if len(header) > 6 else "")
-        raise UserError(f"{path}: unrecognised header ({shown}); expected the Diabetes 130 columns "
-                        "(encounter_id, patient_nbr, ..., readmitted) or the discharges template "
-                        "(`readmit template`)")
+        raise UserError(f"{path}: unrecognised header: none of its {len(header)} columns is named as in the Diabetes "
+                        "130 file (encounter_id, patient_nbr, ..., readmitted) or the discharges template (`readmit "
+                        "template`); a file without a header row reads its first row as the header (not shown here: "
+                        "it may hold patient data)")
+    _check_unique_names(path, header)
     if not rows:
         raise UserError(f"{path} has a header but no data rows")
     raw = pd.DataFrame(rows, columns=header, dtype=object)
@@ -182,10 +183,15 @@ def _header(path: Path, line: str) -> list[str]:
         raise UserError(f"{path}: the header is not valid CSV ({error})") from None
     if len(header) < 2:
         raise UserError(f"{path} does not look like a CSV file: its header has {len(header)} column")
-    repeated = sorted({name for name in header if header.count(name) > 1})
-    if repeated:
-        raise UserError(f"{path}: column '{repeated[0]}' appears more than once in the header")
     return header
+
+
+def _check_unique_names(path: Path, header: Sequence[str]) -> None:
+    first: dict[str, int] = {}
+    for position, name in enumerate(header, start=1):
+        if name in first:
+            raise UserError(f"{path}: columns {first[name]} and {position} of the header have the same name")
+        first[name] = position
 
 
 def _read_rows(lines: Sequence[str], width: int) -> tuple[list[list[str]], dict[int, str]]:

@@ -69,10 +69,10 @@ def require_header(columns: Sequence[str], rules: Sequence[ColumnRule], path: st
     """One clear line when required columns are missing (this also catches non-CSV files)."""
     missing = missing_columns(columns, rules)
     if missing:
-        shown = ", ".join(columns[:8])
         raise UserError(f"{path}: not a {what} file: required column '{missing[0]}' is missing"
                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-                        + f"; header starts with: {shown[:120]}")
+                        + f"; the header has {len(columns)} columns (a file without a header row reads its first "
+                          "row as the header: its values are not shown)")
 
 
 _ERROR_STRUCT = T.StructType([T.StructField("order", T.LongType()), T.StructField("column", T.StringType()),
@@ -95,12 +95,12 @@ def find_invalid_cells(raw: DataFrame, rules: Sequence[ColumnRule], missing_toke
 
 
 def raise_first_invalid(raw: DataFrame, path: str, rules: Sequence[ColumnRule], missing_tokens: Sequence[str],
-                        check_bounds: bool, key_column: Optional[str] = None) -> None:
+                        check_bounds: bool) -> None:
     """Stop with one line naming file, row and column when any cell is invalid; never the value.
 
     Spark finds the first problem in input order; its 1-based row number is the count of rows before
     it (the order column follows the file), counted on this error path only, for local and remote
-    files alike. `key_column` is no longer used (no message quotes an id); adapters may still pass it.
+    files alike.
     """
     invalid = find_invalid_cells(raw, rules, missing_tokens, check_bounds)
     first = invalid.orderBy("order", "column").limit(1).collect()

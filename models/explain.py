@@ -277,21 +277,26 @@ def background_from_warehouse(root: str | Path, prep: Preprocessing, k: int = DE
 
 RiskFn = Callable[[EncodedBatch], np.ndarray]
 
+MODEL_CALL_ROWS = 512
+"""Rows per call of the risk function: small enough to stay in cache (about 15% less CPU time than 2048
+here) and below the predictor's own batch size, so each call is one forward pass."""
 MIN_CALL_ROWS = 16
-"""A model call on 1-3 rows takes another kernel path whose rounding differs in the last bits (seen on
-this machine's CPU), so calls are padded to at least this many rows: a row's risk, and with it its
+"""A forward pass on 1-3 rows takes another kernel path whose rounding differs in the last bits (seen on
+this machine's CPU), so every call is padded to at least this many rows: a row's risk, and with it its
 explanation, then does not depend on the batch it is scored in."""
-CALL_ROWS = 32768  # mixed rows built and scored at a time (bounds memory)
+CALL_ROWS = 32768  # mixed rows built at a time (bounds memory)
 
 
 def evaluate(risk_fn: RiskFn, batch: EncodedBatch) -> np.ndarray:
-    """`risk_fn(batch)` as float64, the call padded to MIN_CALL_ROWS rows (copies of the first row)."""
+    """`risk_fn` on `batch` as float64, in calls of MODEL_CALL_ROWS rows, each padded to MIN_CALL_ROWS
+    (copies of its first row)."""
     n = len(batch)
-    if n == 0:
-        return np.zeros(0)
-    if n < MIN_CALL_ROWS:
-        batch = batch.take(np.concatenate([np.arange(n), np.zeros(MIN_CALL_ROWS - n, dtype=np.int64)]))
-    return np.asarray(risk_fn(batch), dtype=np.float64)[:n]
+    out = np.empty(n)
+    for start in range(0, n, MODEL_CALL_ROWS):
+        rows = np.arange(start, min(start + MODEL_CALL_ROWS, n))
+        padded = np.concatenate([rows, np.full(max(0, MIN_CALL_ROWS - len(rows)), start)])
+        out[rows] = np.asarray(risk_fn(batch.take(padded)), dtype=np.float64)[:len(rows)]
+    return out
 
 
 def mixed_risk(risk_fn: RiskFn, x: EncodedBatch, x_rows: np.ndarray, background: EncodedBatch,

@@ -59,8 +59,13 @@ def first_page() -> None:
 BOUND = {"bind": "query-params", "on_change": first_page}
 
 
+def current_page() -> int:
+    """The page asked for: the page widget's value, or the URL's before the widget is drawn."""
+    return int(st.session_state.get("page") or st.query_params.get("page") or 1)
+
+
 def turn_page(step: int) -> None:
-    st.session_state["page"] = max(1, int(st.session_state.get("page") or 1) + step)
+    st.session_state["page"] = max(1, current_page() + step)
 
 
 def open_patient(row) -> None:
@@ -138,14 +143,15 @@ HANDLED_COLUMNS = {
 }
 
 
-def pick_and_act(rows: pd.DataFrame, key: str) -> None:
-    """Below a table: pick one of its patients, open them, or record a call for them."""
+def pick_and_act(rows: pd.DataFrame, key: str, shown: str = "") -> None:
+    """Below a table: pick one of its patients, open them, or record a call for them. `shown` names the rows
+    (view and page): the picker starts afresh on other rows rather than keep a choice made among others."""
     if rows.empty:
         return
     labels = {i: (f"#{r['rank']} " if not pd.isna(r["rank"]) else "") + f"{r['patient_id']} ({pct(r['risk'])}, "
               f"{days_since(int(r['days_since_discharge']))})" for i, r in rows.iterrows()}
     left, right = st.columns([3, 1], vertical_alignment="bottom")
-    picked = left.selectbox("Patient", list(labels), format_func=labels.get, key=f"{key}_pick")
+    picked = left.selectbox("Patient", list(labels), format_func=labels.get, key=f"{key}_pick_{shown}")
     row = rows.loc[picked]
     if right.button("Open patient", type="primary", key=f"{key}_open", width="stretch"):
         open_patient(row)
@@ -176,7 +182,7 @@ def show_search(day, text: str, filters: WorklistFilters) -> None:
         st.markdown(f"**Open**: {count_words(len(found.open), 'match', 'matches')}.")
         st.dataframe(display(found.open), hide_index=True, width="stretch", column_config=OPEN_COLUMNS,
                      key="wl_search_open")
-        pick_and_act(found.open, "wl_search")
+        pick_and_act(found.open, "wl_search", text)
     if len(found.handled):
         st.markdown(f"**Handled**: {count_words(len(found.handled), 'match', 'matches')}.")
         st.dataframe(handled_display(found.handled), hide_index=True, width="stretch", column_config=HANDLED_COLUMNS,
@@ -272,8 +278,7 @@ if search:
 else:
     rows = day.open if view == "open" else day.handled
     shown_filters = filters if view == "open" else replace(filters, call_list_only=False)   # nobody handled is on it
-    asked_page = st.session_state.get("page") or st.query_params.get("page") or 1   # the widget comes below
-    result = worklist.page_of(rows, shown_filters, int(asked_page), DEFAULT_PAGE_SIZE)
+    result = worklist.page_of(rows, shown_filters, current_page(), DEFAULT_PAGE_SIZE)
     if result.total == 0:
         st.info("No patients match these filters." if shown_filters.active() else
                 "Nobody here: no open patients in the window." if view == "open" else "No handled patients yet.")
@@ -298,9 +303,10 @@ else:
     nav[2].markdown(f"Page {result.page} of {result.pages} · {count_words(result.total, 'patient')}"
                     + (" match the filters" if shown_filters.active() else ""))
     nav[3].number_input("Page", min_value=1, value=1, step=1, key="page", bind="query-params")
-    pick_and_act(result.rows, "wl")
+    pick_and_act(result.rows, "wl", f"{view}_{result.page}")
 
-st.download_button("Download today's call list (CSV)", data=worklist.call_list_csv(day),
+st.download_button(f"Download {'today' if as_of == default_day else 'this day'}'s call list (CSV)",
+                   data=worklist.call_list_csv(day),
                    file_name=f"call_list_{as_of:%Y-%m-%d}.csv", mime="text/csv", key="wl_download",
                    on_click="ignore", help="The same columns as `readmit worklist`. Text a spreadsheet would run as "
                                            "a formula starts with a quote.")

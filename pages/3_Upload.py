@@ -55,6 +55,7 @@ a.metric("Rows scored", f"{scored:,}")
 b.metric("Rows with problems", f"{bad_rows:,}")
 if not result.errors.empty:
     st.subheader("Problems found")
+    st.markdown(upload.problem_summary(result.errors))
     st.dataframe(result.errors, hide_index=True, width="stretch", key="up_errors",
                  column_config={"row": st.column_config.NumberColumn("Row", help="1 = first data row under the header"),
                                 "column": "Column", "problem": st.column_config.TextColumn("Problem", width="large")})

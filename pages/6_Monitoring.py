@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.errors import UserError
 from serving import figures
-from serving.monitoring import readings
+from serving.monitoring import alert_summary, readings
 from ui import chrome, data
 from ui.format import friendly_error, synthetic_banner
 
@@ -61,15 +61,14 @@ st.caption(f"Reference: {report['reference']['description']}. As of {report['as_
 
 st.subheader("Alerts")
 alerts = report["alerts"]
-acts = [a for a in alerts if a["severity"] == "act"]
-watches = [a for a in alerts if a["severity"] == "watch"]
 if not alerts:
     st.success("No alert: nothing in the monitored periods is outside its threshold.", icon=":material/check_circle:")
-SHOWN = 6
-for alert in (acts + watches)[:SHOWN]:
-    (st.error if alert["severity"] == "act" else st.warning)(alert["message"])
-if len(alerts) > SHOWN:
-    with st.expander(f"All {len(alerts)} alerts ({len(acts)} act, {len(watches)} watch)"):
+for item in alert_summary(report):
+    more = f" And {item['more']} more of this kind." if item["more"] else ""
+    (st.error if item["severity"] == "act" else st.warning)(item["message"] + more)
+if alerts:
+    acts = sum(a["severity"] == "act" for a in alerts)
+    with st.expander(f"All {len(alerts)} alerts ({acts} act, {len(alerts) - acts} watch)"):
         st.dataframe([{"severity": a["severity"], "check": a["check"], "about": a["subject"], "period": a["period"],
                        "finding": a["message"]} for a in alerts], hide_index=True, width="stretch")
 

@@ -14,14 +14,12 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from core.config import REPO_ROOT
-
-DEFAULT_AUDIT_LOG = REPO_ROOT / "data" / "audit" / "audit.jsonl"
+from core.config import Settings
 
 
 def audit_log_path(path: Optional[str | Path] = None) -> Path:
-    """The audit file: the argument, else `READMIT_AUDIT_LOG`, else data/audit/audit.jsonl."""
-    return Path(path or os.environ.get("READMIT_AUDIT_LOG") or DEFAULT_AUDIT_LOG)
+    """The audit file: the argument, else the setting `READMIT_AUDIT_LOG` (default data/audit/audit.jsonl)."""
+    return Path(path or Settings().audit_log)  # read per call: the environment is the configuration
 
 
 def record_access(user: str, action: str, patient_id: Optional[str], encounter_id: Optional[str] = None,

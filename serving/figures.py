@@ -396,12 +396,13 @@ def monitoring_calibration_figure(report: Mapping[str, Any]) -> go.Figure:
 
 def monitoring_drift_figure(report: Mapping[str, Any], top: Optional[int] = None) -> go.Figure:
     """Heat map of each input's PSI against the reference, period by period (inputs with the largest PSI
-    first); watch and act cells are marked W and A."""
+    first); watch and act cells are marked W and A, periods not judged (partial or small) left blank."""
     cells = pd.DataFrame(report["drift"]["cells"])
     fig = go.Figure()
     if cells.empty:
         return _no_data(fig, "No drift computed yet: nothing scored in the prediction log")
-    order = cells.groupby("feature")["psi"].max().sort_values(ascending=False).index.tolist()
+    cells["psi"] = cells["psi"].where(cells["judged"])   # part-periods and small ones are left blank
+    order = cells.groupby("feature")["psi"].max().fillna(0).sort_values(ascending=False).index.tolist()
     order = order[:top] if top else order
     periods = [p["period"] for p in report["periods"]]
     grid = cells.pivot(index="feature", columns="period", values="psi").reindex(index=order, columns=periods)

@@ -25,7 +25,7 @@ import logging
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,8 +34,10 @@ from core import reasons as reason_text
 from core.config import get_settings
 from core.encoding import EncodedBatch, encode
 from core.errors import RowError, UserError
-from core.features import build_features
+from core.features import build_features, first_stay_features
 from core.intake import canonical_frame, impossible_values, read_input_file, to_canonical_rows, warehouse_history
+from core.schema import ENCOUNTER_FIELDS, INELIGIBLE_DISPOSITIONS
+from core.validation import bounds_message
 from models.explain import (
     BACKGROUND_FILE,
     FIELD_GROUPS,
@@ -245,6 +247,30 @@ class ScoringService:
                             "sentence": reason_text.sentence(g, features, attributions.get(g, 0.0))}
                            for g, lbl in ((grp.name, grp.label) for grp in FIELD_GROUPS)]}
 
+    # --- independent records (the API's fast path) ----------------------------------------------
+    def score_records(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Prediction rows (PREDICTION_COLUMNS, no reasons) of canonical records, each scored from its own
+        record only: what `score_encounters` gives each record scored alone without a warehouse.
+
+        The path for many small calls: features and encoding with numpy on the records themselves
+        (`core.features.first_stay_features`, no DataFrame), then one model call. Records of one
+        patient do not see each other, so any records can share a call. Reasons come from
+        `score_encounters(explain=True)` or `explain_one`. A service that reads patient history from a
+        warehouse refuses: its records are not independent."""
+        if self.warehouse is not None:
+            raise UserError("score_records uses no patient history; this service reads it from a warehouse")
+        out = [_unscored_row(record, self.model_version) for record in records]
+        rows = [i for i, row in enumerate(out) if row["eligible"] and row["problem"] is None]
+        if not rows:
+            return out
+        batch = encode(first_stay_features([records[i] for i in rows]), self.preprocessing)
+        with self._lock:
+            risk = self.risk(batch)
+        for i, value, tier, percentile in zip(rows, risk, self.predictor.tier(risk),
+                                               np.asarray(self.predictor.percentile(risk), dtype=np.float64)):
+            out[i].update(risk=float(value), risk_tier=tier, risk_percentile=float(percentile))
+        return out
+
     # --- files ----------------------------------------------------------------------------
     def score_file(self, path: str | Path, fmt: Optional[str] = None, explain: bool = True,
                    warehouse: Optional[str] = None, include_invalid: bool = False
@@ -295,6 +321,29 @@ def _with_invalid_rows(predictions: pd.DataFrame, raw: pd.DataFrame, fmt: str,
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+_BOUNDED = tuple(f for f in ENCOUNTER_FIELDS if f.bounds is not None and f.name != "icd_version")
+
+
+def _unscored_row(record: Mapping[str, Any], model_version: str) -> dict[str, Any]:
+    """One record's prediction row before the model: eligibility as `canonical_frame` derives it, the
+    impossible values `impossible_values` names, and the "Not scored" reason `_predictions` gives."""
+    derived = INELIGIBLE_DISPOSITIONS.get(record.get("discharge_disposition"))
+    given = record.get("eligible")
+    eligible = bool(given if given is not None else True) and derived is None
+    reason = None if eligible else (record.get("ineligible_reason") or derived)
+    problems = [f"{f.name} {bounds_message(f.bounds)}" for f in _BOUNDED
+                if isinstance(value := record.get(f.name), (int, float)) and (value < f.bounds[0] or value > f.bounds[1])]
+    problem = "; ".join(problems) or None
+    row: dict[str, Any] = dict.fromkeys(PREDICTION_COLUMNS)
+    row.update(encounter_id=str(record["encounter_id"]), patient_id=str(record["patient_id"]), risk=np.nan,
+               risk_percentile=np.nan, model_version=model_version, eligible=eligible, ineligible_reason=reason,
+               problem=problem)
+    if not eligible:
+        row["reason_1"] = INELIGIBLE_WORDS.get(reason, f"Not scored: {reason}")
+    elif problem is not None:
+        row["reason_1"] = f"Not scored: {problem}"
+    return row
 
 def _typed_predictions(out: pd.DataFrame) -> pd.DataFrame:
     out = out[list(PREDICTION_COLUMNS)].copy()

@@ -244,3 +244,14 @@ def uploaded_row(discharge: UploadedDischarge, score: Optional[UploadedScore]) -
         "uploaded_at": discharge.uploaded_at.astimezone(dt.timezone.utc).replace(tzinfo=None),
         "upload_name": discharge.upload_name,
     }
+
+
+def problem_summary(errors: pd.DataFrame, shown: int = 5) -> str:
+    """The first problems as Markdown bullets a reader (and a screen reader) can read without the
+    table: "Row 3, length_of_stay_days: must be at most 365"; the count of the rest after them."""
+    lines = [f"- Row {int(e.row)}, {e.column}: {e.problem}" if pd.notna(e.row) and e.column else f"- {e.problem}"
+             for e in errors.head(shown).itertuples()]
+    if len(errors) > shown:
+        rest = len(errors) - shown
+        lines.append(f"- and {rest:,} more problem{'s' if rest != 1 else ''}, all in the table below")
+    return "\n".join(lines)

@@ -1,6 +1,6 @@
 """Today's worklist: the open follow-up work as of a date, today's call list, and the replayed PPV.
 
-The day's list (`day_list`) for an as-of date D and a follow-up window of W days:
+The day's list (`window_rows`, then `build_day_list`) for an as-of date D and a follow-up window of W days:
 - candidates: every discharge (warehouse encounters and uploaded discharges) on D or the W - 1 days
   before it, one row per patient: the patient's latest such discharge;
 - handled, with the reason: died in hospital, discharged to hospice, readmitted (an admission after the
@@ -157,12 +157,12 @@ def _index_sql(wh: Warehouse) -> str:
     return f"SELECT {', '.join(select_list)} FROM encounters e{joins}"
 
 
+_PANDAS_TYPES = {"VARCHAR": object, "TIMESTAMP": "datetime64[us]", "DOUBLE": "float64", "BOOLEAN": object}
+
+
 def empty_rows() -> pd.DataFrame:
     """A frame with the worklist row columns and no rows (what an empty upload table gives)."""
     return pd.DataFrame({name: pd.Series(dtype=_PANDAS_TYPES[kind]) for name, kind in ROW_COLUMNS.items()})
-
-
-_PANDAS_TYPES = {"VARCHAR": object, "TIMESTAMP": "datetime64[us]", "DOUBLE": "float64", "BOOLEAN": object}
 
 
 class WorklistIndex:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,10 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Tests (and the servers they start, which inherit the environment) never write the repository's own
+# operational database: one private SQLite file per test session unless a test names another.
+os.environ.setdefault("READMIT_DATABASE_URL",
+                      f"sqlite:///{Path(tempfile.mkdtemp(prefix='readmit-tests-')) / 'operational.sqlite3'}")
 
 
 def shared_file(*parts: str) -> Path:

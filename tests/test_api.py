@@ -5,7 +5,6 @@ columns); the real service is exercised in tests/test_api_integration.py over re
 """
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import logging
@@ -14,10 +13,10 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from api.deps import MicroBatcher, get_scorer
+from api.deps import get_scorer
 from api.logging import ACCESS_LOGGER, JsonFormatter
 from api.main import create_app
-from api.schemas import EncounterRequest, feature_schema_hash
+from api.schemas import feature_schema_hash
 from api.security import ApiSettings
 from core.schema import EncounterIn
 
@@ -27,8 +26,10 @@ EXAMPLE = EncounterIn.model_config["json_schema_extra"]["examples"][0]
 
 
 class StandInScorer:
-    """Deterministic scorer with the service's columns: risk rises with prior inpatient stays."""
+    """Deterministic scorer with the service's columns: risk rises with prior inpatient stays; reasons
+    only with `explain`. `calls` holds every call's input as a canonical frame."""
     model_version = "stand-in-1"
+    warehouse = None
 
     def __init__(self):
         self.calls = []
@@ -44,12 +45,16 @@ class StandInScorer:
         out["risk"] = risk.where(out["eligible"], None)
         out["risk_tier"] = ["high" if r and r > 0.2 else "low" if r is not None else None for r in out["risk"]]
         out["risk_percentile"] = out["risk"] * 100
-        out["reason_1"], out["reason_2"], out["reason_3"] = "inpatient stays in the past year", "age", None
+        out["reason_1"], out["reason_2"], out["reason_3"] = ("inpatient stays in the past year", "age", None) \
+            if explain else (None, None, None)
         out["attributions"] = json.dumps([{"feature": "prior_inpatient_visits", "label": "inpatient stays",
                                            "contribution": 0.1}])
         out["base_risk"] = 0.11
         out["model_version"] = self.model_version
         return out
+
+    def score_records(self, records: list[dict]) -> list[dict]:
+        return self.score_encounters(pd.DataFrame(records), explain=False).to_dict(orient="records")
 
     def explain_one(self, canonical: pd.DataFrame) -> dict:
         return {"encounter_id": canonical["encounter_id"].iloc[-1], "risk": 0.25, "base_risk": 0.11,
@@ -124,13 +129,15 @@ def test_openapi_example_is_accepted_as_is(client):
     out = response.json()
     assert out["encounter_id"] == example["encounter_id"]
     assert out["risk"] == pytest.approx(0.25) and out["risk_tier"] == "high"
-    assert out["reasons"] == ["inpatient stays in the past year", "age"]
-    assert out["model_version"] == "stand-in-1"
+    assert out["reasons"] == [] and out["model_version"] == "stand-in-1"  # reasons only when asked for
     assert "patient_id" not in out
     # the scorer got one canonical row with the request's values
     frame = client.scorer.calls[-1]
     assert list(frame["encounter_id"]) == ["E0004567"] and frame["source"].iloc[0] == "discharges"
     assert list(frame["diagnoses"].iloc[0]) == ["428.0", "250.02", "401.9"]
+    explained = client.post("/predict?explain=true", json=example, headers=auth()).json()
+    assert explained["reasons"] == ["inpatient stays in the past year", "age"]
+    assert explained["risk"] == out["risk"]
 
 
 def test_openapi_documents_both_key_schemes(client):
@@ -274,53 +281,6 @@ def test_ready_is_503_and_scoring_503_without_a_model():
         assert c.get("/ready").status_code == 503
         assert c.get("/health").json()["status"] == "loading"
         assert c.post("/predict", json=EXAMPLE, headers=auth()).status_code == 503
-
-
-def test_micro_batcher_scores_concurrent_requests_together_but_never_one_patient_twice():
-
-
-    scorer = StandInScorer()
-    requests = [EncounterRequest.model_validate({**EXAMPLE, "encounter_id": f"E{i}", "patient_id": f"P{i}",
-                                                 "prior_inpatient_visits": i}) for i in range(5)]
-    requests.append(EncounterRequest.model_validate({**EXAMPLE, "encounter_id": "E9", "patient_id": "P1"}))
-
-    async def run():
-        batcher = MicroBatcher(scorer)
-        await batcher.start()
-        try:
-            return await asyncio.gather(*(batcher.score(r) for r in requests))
-        finally:
-            await batcher.stop()
-
-    rows = asyncio.run(run())
-    assert [row["encounter_id"] for row in rows] == ["E0", "E1", "E2", "E3", "E4", "E9"]
-    assert [row["risk"] for row in rows[:5]] == pytest.approx([0.05, 0.15, 0.25, 0.35, 0.45])
-    assert [len(call) for call in scorer.calls] == [5, 1]  # P1's second encounter waits for its own call
-    assert list(scorer.calls[1]["encounter_id"]) == ["E9"]
-
-
-def test_micro_batcher_isolates_a_failing_request():
-
-
-    class Fussy(StandInScorer):
-        def score_encounters(self, canonical, explain=True, top_reasons=3):
-            if "EBAD" in set(canonical["encounter_id"]):
-                raise RuntimeError("cannot score EBAD")
-            return super().score_encounters(canonical, explain, top_reasons)
-
-    good = EncounterRequest.model_validate({**EXAMPLE, "encounter_id": "EGOOD", "patient_id": "P1"})
-    bad = EncounterRequest.model_validate({**EXAMPLE, "encounter_id": "EBAD", "patient_id": "P2"})
-
-    async def run():
-        batcher = MicroBatcher(Fussy())
-        await batcher.start()
-        try:
-            return await asyncio.gather(batcher.score(good), batcher.score(bad), return_exceptions=True)
-        finally:
-            await batcher.stop()
-
-    ok, failed = asyncio.run(run())
-    assert ok["encounter_id"] == "EGOOD" and isinstance(failed, RuntimeError)
 
 
 def test_dependency_override_swaps_the_scorer(client):

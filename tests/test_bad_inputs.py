@@ -178,3 +178,11 @@ def test_every_csv_is_formula_safe():
     assert text.splitlines()[1:4] == ["'=1+2,-0.5,-1", "'+1,0.1,2", "'-2,0.2,3"]  # negative numbers stay numbers
     assert "'@SUM(A1)" in text and "'\tx" in text and "'\rx" in text
     assert template_csv().decode().splitlines()[0] == ",".join(template_columns())
+
+
+def test_a_file_without_its_header_row_is_refused_without_showing_its_first_row(tmp_path):
+    row = template_row(patient_id="PFIRSTROW1", encounter_id="EFIRSTROW1")
+    (tmp_path / "no_header.csv").write_text("\n".join(",".join(row[c] for c in template_columns()) for _ in range(2)))
+    with pytest.raises(UserError, match="unrecognised header") as refused:
+        read_input_file(tmp_path / "no_header.csv")
+    assert "FIRSTROW" not in str(refused.value)

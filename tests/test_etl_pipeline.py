@@ -8,7 +8,7 @@ import pytest
 
 from core.encoding import Preprocessing, encode
 from core.errors import UserError
-from core.warehouse import POINTER_FILE, Warehouse, preprocessing_path, read_pointer, write_pointer
+from core.warehouse import MANIFEST_FILE, POINTER_FILE, Warehouse, preprocessing_path, read_pointer, write_pointer
 from etl.encoding_fit import PIPELINE_DIR
 from etl.load import prune_versions
 from etl.pipeline import EtlOptions, run_etl
@@ -81,8 +81,9 @@ def test_rerun_gives_identical_data(spark, warehouse):
 
 def test_prune_keeps_the_newest_three_and_the_current_version(spark, tmp_path):
     for version in ("v1", "v2", "v3", "v4", "v5"):
-        (tmp_path / "tables" / "features" / version).mkdir(parents=True)
-        (tmp_path / "preprocessing" / version).mkdir(parents=True)
+        for folder in (tmp_path / "tables" / "features" / version, tmp_path / "preprocessing" / version):
+            folder.mkdir(parents=True)
+            (folder / MANIFEST_FILE).write_text("{}")  # complete versions: the manifest is written last
     write_pointer(tmp_path, {"tables": {"features": "v1"}, "preprocessing": "v5"})
     deleted = prune_versions(spark, str(tmp_path))
     assert sorted(p.name for p in (tmp_path / "tables" / "features").iterdir()) == ["v1", "v3", "v4", "v5"]
@@ -115,13 +116,13 @@ BAD_INPUTS = {
         "bad.csv: not a Diabetes 130 CSV file: required column 'patient_nbr' is missing"),
     "wrong type": (lambda d: _write(d / "bad.csv", "\n".join(
         _small_lines()[:3] + [_small_lines()[3].replace(",4,?,?,40,", ",four,?,?,40,")] + _small_lines()[4:]) + "\n"),
-        "bad.csv, row 3, column 'time_in_hospital': 'four' is not a valid whole number"),
+        "bad.csv, row 3, column 'time_in_hospital': must be a whole number"),
     "empty": (lambda d: _write(d / "bad.csv", ""), "bad.csv: the file is empty"),
     "header only": (lambda d: _write(d / "bad.csv", _small_lines()[0] + "\n"),
                     "bad.csv: the file has a header but no data rows"),
     "not utf-8": (lambda d: _write(d / "bad.csv", ("\n".join(_small_lines()) + "\n").replace(
         "InternalMedicine", "Intern\u00e9").encode("latin-1")), "bad.csv, row 1, column 'medical_specialty': "
-                                                               "text is not valid UTF-8"),
+                                                               "must be valid UTF-8 text"),
     "not a csv": (lambda d: _write(d / "bad.csv", b"PAR1\x00\x01\x02binary\x00"), "not a Diabetes 130 CSV file"),
 }
 

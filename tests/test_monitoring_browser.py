@@ -45,12 +45,16 @@ def test_monitoring_page_shows_alerts_then_charts(served, width, height):
             body = page.locator("[data-testid='stMain']").inner_text()
             assert body.index("Alerts") < body.index("Performance over time") < body.index("Calibration by period")
             assert "Calibration: observed readmissions in" in body and "(act)" in body
-            assert "Data drift: diagnoses recorded (number_diagnoses)" in body
+            assert "diagnoses recorded (number_diagnoses, PSI" in body
             assert "No API traffic" in body
             assert page.locator("[data-testid='stException']").count() == 0
             assert page.locator(".js-plotly-plot").count() >= 5
             overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 1, f"the page is {overflow}px wider than the window"
         finally:
+            # Streamlit scrolls inside its main block: grow the window to the page to shoot all of it
+            tall = page.evaluate("() => document.querySelector('[data-testid=stMain]')?.scrollHeight || 0")
+            page.set_viewport_size({"width": width, "height": max(height, int(tall))})
+            page.wait_for_timeout(1500)
             page.screenshot(path=str(shot), full_page=True)
             chromium.close()

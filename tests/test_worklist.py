@@ -382,6 +382,26 @@ def test_worklist_page_records_a_call_and_the_patient_leaves_the_open_list(page_
     assert "Follow-up booked, by demo (not signed in): Booked with the GP" in row["history"]
 
 
+def test_patient_page_opens_an_uploaded_discharge_with_who_added_it(page_env, champion):
+    engine = engine_for(f"sqlite:///{page_env / 'ops.sqlite3'}")
+    migrate(engine)
+    data = (ROOT / "tests" / "fixtures" / "app" / "upload_one_bad_row.csv").read_bytes()
+    added = upload.add_to_worklist(engine, champion, data, "ward7.csv", by="anna")
+    encounter = upload.uploaded_rows(engine)["encounter_id"].iloc[0]
+    assert added.added >= 1
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    at.run()
+    at.switch_page("pages/2_Patient.py")
+    at.query_params["encounter"] = encounter
+    at.query_params["source"] = "discharges"
+    at.run()
+    assert not at.exception
+    assert any(s.value.startswith("Patient U0000") and encounter in s.value for s in at.subheader)
+    assert any("Uploaded by anna" in c.value and "ward7.csv" in c.value for c in at.caption)
+    assert any(m.label == "Predicted 30-day readmission risk" for m in at.metric)
+    assert any("Record a call" in m.value for m in at.markdown)
+
+
 # --- the command line ---------------------------------------------------------------------------------------
 
 @pytest.fixture()

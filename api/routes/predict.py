@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException, status
+from fastapi import APIRouter, Body, HTTPException, Query, status
 
 from api.deps import AUTH_ERRORS, PROTECTED, BatcherDep, MetricsDep, ScorerDep, SettingsDep
 from api.schemas import (
@@ -30,12 +30,17 @@ Batch = Annotated[BatchRequest, Body(openapi_examples={"two": {
     "summary": "Two discharges", "value": {"encounters": [_EXAMPLE, {**_EXAMPLE, "encounter_id": "E0004568",
                                                                      "prior_inpatient_visits": 0}]}}})]
 
+WithReasons = Annotated[bool, Query(description="Also compute the top reasons (slower: an attribution per "
+                                                "encounter); `/explain` gives every group's attribution")]
+
 router = APIRouter(tags=["scoring"], dependencies=PROTECTED, responses=ERRORS)
 
 
-@router.post("/predict", response_model=Prediction, summary="Risk, tier and top reasons for one encounter")
-async def predict(encounter: OneEncounter, batcher: BatcherDep, metrics: MetricsDep) -> Prediction:
-    row = await batcher.score(encounter)  # scored with concurrent requests, exactly as if alone
+@router.post("/predict", response_model=Prediction,
+             summary="Risk, tier and percentile for one encounter (top reasons with `explain=true`)")
+async def predict(encounter: OneEncounter, batcher: BatcherDep, metrics: MetricsDep,
+                  explain: WithReasons = False) -> Prediction:
+    row = await batcher.score(encounter, explain)  # scored with concurrent requests, exactly as if alone
     out = Prediction(**prediction_from_row(row, batcher.scorer.model_version))
     metrics.observe_risks([out.risk])
     return out

@@ -38,5 +38,5 @@ def read(spark: SparkSession, path: str) -> DataFrame:
     raw = read_text_csv(spark, source, mapping.RULES, "Diabetes 130 CSV")
     # Ranges are checked later, on the canonical values (`etl.transform.null_out_of_bounds`), so an
     # implausible count is nulled and counted rather than stopping the load.
-    raise_first_invalid(raw, source, mapping.RULES, MISSING_TOKENS, check_bounds=False, key_column="encounter_id")
+    raise_first_invalid(raw, source, mapping.RULES, MISSING_TOKENS, check_bounds=False)
     return map_rows_to_canonical(raw, mapping.to_canonical)
