@@ -8,8 +8,8 @@ patients it runs the real pipeline (`readmit etl --source synthetic ...`, then `
 prints how long each step took, starts Streamlit and prints the time until the worklist answers.
 The demo's data follow the generator's "drift" scenario, and the build goes live like a hospital would
 (docs/monitoring.md): the shipped model is recalibrated on the first year's outcomes into
-data/demo-model, which scores the warehouse; the second year's predictions and the outcomes are logged,
-so the Monitoring page shows the shift six months before the end.
+data/warehouse-model (beside the warehouse), which scores the warehouse; the second year's predictions
+and the outcomes are logged, so the Monitoring page shows the shift six months before the end.
 
 The model served: --model, else READMIT_MODEL_DIR, else the promoted one (`readmit promote`), else the
 demo's own (demo only), else the shipped champion.
@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 from core.config import REPO_ROOT, get_settings
 from core.errors import UserError
@@ -31,7 +32,6 @@ from core.warehouse import read_pointer
 
 APP = REPO_ROOT / "app.py"
 DEMO_WAREHOUSE = REPO_ROOT / "data" / "warehouse"
-DEMO_MODEL = REPO_ROOT / "data" / "demo-model"
 GO_LIVE_AFTER_DAYS = 365     # the demo goes live one year into its window; that year is its baseline
 
 
@@ -153,12 +153,18 @@ def run_demo(args) -> int:
               + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in took.items()) + ")", flush=True)
     else:
         print(f"readmit demo: using the existing warehouse {root}", flush=True)
-    if not args.model and not os.environ.get("READMIT_MODEL_DIR") and (DEMO_MODEL / "config.json").exists():
-        args.model = str(DEMO_MODEL) if _promoted_model() is None else None
+    if not args.model and not os.environ.get("READMIT_MODEL_DIR") and (demo_model(root) / "config.json").exists():
+        args.model = str(demo_model(root)) if _promoted_model() is None else None
     if args.no_serve:
         print(f"readmit demo: ready in {time.perf_counter() - started:.1f} s (not serving: --no-serve)")
         return 0
     return _serve(args, started)
+
+
+def demo_model(root: str) -> Path:
+    """The demo's go-live model, beside its warehouse (data/warehouse -> data/warehouse-model)."""
+    folder = Path(root)
+    return folder.with_name(f"{folder.name}-model")
 
 
 def _build_demo(args, root: str) -> dict[str, float]:
@@ -173,13 +179,14 @@ def _build_demo(args, root: str) -> dict[str, float]:
     go_live = window_start(dt.date.today()) + dt.timedelta(days=GO_LIVE_AFTER_DAYS)
     took = {"ETL": _step("synthetic cohort (drift scenario) through the ETL", cli + [
         "etl", "--source", "synthetic", "--rows", str(args.rows), "--seed", str(args.seed), "--warehouse", root], env)}
-    shutil.rmtree(DEMO_MODEL, ignore_errors=True)
+    model = demo_model(root)
+    shutil.rmtree(model, ignore_errors=True)
     took["go-live recalibration"] = _step("recalibration of the shipped model on the first year", cli + [
         "recalibrate", "--warehouse", root, "--model", str(base_model), "--since", window_start(dt.date.today()).isoformat(),
-        "--until", go_live.isoformat(), "--as-of", go_live.isoformat(), "--out", str(DEMO_MODEL), "--rebase-reference",
+        "--until", go_live.isoformat(), "--as-of", go_live.isoformat(), "--out", str(model), "--rebase-reference",
         "--by", "readmit demo", "--reason", "go-live: local recalibration on the first year's outcomes (demo)"], env)
     took["scoring"] = _step("scoring with the go-live model", cli + ["score", "--warehouse", root, "--model",
-                                                                     str(DEMO_MODEL)], env)
+                                                                     str(model)], env)
     took["monitoring log"] = _step("prediction log from go-live and outcomes", cli + [
         "log-predictions", "--warehouse", root, "--since", go_live.isoformat()], env)
     took["monitoring log"] += _step("outcomes", cli + ["outcomes", "--warehouse", root], env)

@@ -2,8 +2,9 @@
 
 - `preprocessing.json` (`core.encoding.Preprocessing`): what the scorer and the transformer apply
   with numpy, no Spark needed.
-- `pipeline_model/`: a Spark ML `PipelineModel` (level collapsing + `StringIndexer(handleInvalid=
-  "keep", frequencyDesc)` + `OneHotEncoder`, numeric transform + `Imputer` + `VectorAssembler` +
+- `pipeline_model/`: a Spark ML `PipelineModel` (level collapsing + a `StringIndexerModel`
+  (handleInvalid="keep") with the labels `StringIndexer(frequencyDesc)` fits, read from the one
+  value-count job + `OneHotEncoder`, numeric transform + `Imputer` + `VectorAssembler` +
   `StandardScaler`) for MLlib baselines and for checking that both encodings agree.
 
 Categorical levels are collapsed exactly as `core.encoding.collapse_levels` does: null ->
@@ -11,10 +12,20 @@ MISSING_LEVEL, a level seen at least `min_count` times in train -> itself, anyth
 """
 from __future__ import annotations
 
-from typing import Any
+from collections import Counter
+from typing import Any, Optional
 
 from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.feature import Imputer, OneHotEncoder, SQLTransformer, StandardScaler, StringIndexer, VectorAssembler
+from pyspark.ml.feature import (
+    Imputer,
+    ImputerModel,
+    OneHotEncoder,
+    SQLTransformer,
+    StandardScaler,
+    StringIndexer,
+    StringIndexerModel,
+    VectorAssembler,
+)
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -22,6 +33,7 @@ from core import icd
 from core.encoding import Preprocessing
 from core.features import (
     CATEGORICAL_FEATURES,
+    CATEGORICAL_NAMES,
     CODE_FEATURES,
     CODE_MIN_COUNT,
     MISSING_LEVEL,
@@ -35,20 +47,43 @@ LEVEL_SUFFIX, INDEX_SUFFIX, ONEHOT_SUFFIX, NUMERIC_SUFFIX = "__level", "__index"
 FEATURES_VECTOR = "features_vector"
 
 
-def kept_levels(train: DataFrame) -> dict[str, list[str]]:
-    """Per categorical feature, the non-null levels with at least `min_count` training rows (sorted).
+def level_counts(train: DataFrame) -> dict[str, dict[Optional[str], int]]:
+    """Training rows per value (None: missing) of every categorical feature and diagnosis code column.
 
-    One Spark job: all (feature, value) pairs are counted together."""
-    pairs = F.explode(F.array(*[F.struct(F.lit(spec.name).alias("feature"), F.col(spec.name).alias("value"))
-                                for spec in CATEGORICAL_FEATURES]))
-    counts = (train.select(pairs.alias("pair")).select("pair.*").filter(F.col("value").isNotNull())
-              .groupBy("feature", "value").count().collect())
-    min_counts = {spec.name: spec.min_count for spec in CATEGORICAL_FEATURES}
-    kept: dict[str, list[str]] = {spec.name: [] for spec in CATEGORICAL_FEATURES}
-    for row in counts:
-        if row["count"] >= min_counts[row["feature"]]:
-            kept[row["feature"]].append(row["value"])
-    return {name: sorted(levels) for name, levels in kept.items()}
+    One Spark job: all (column, value) pairs are counted together; the kept levels, the indexer's
+    labels and the code vocabularies are all read from these counts."""
+    columns = CATEGORICAL_NAMES + CODE_FEATURES
+    pairs = F.explode(F.array(*[F.struct(F.lit(name).alias("feature"), F.col(name).alias("value"))
+                                for name in columns]))
+    rows = train.select(pairs.alias("pair")).select("pair.*").groupBy("feature", "value").count().collect()
+    counts: dict[str, dict[Optional[str], int]] = {name: {} for name in columns}
+    for row in rows:
+        counts[row["feature"]][row["value"]] = int(row["count"])
+    return counts
+
+
+def kept_levels(counts: dict[str, dict[Optional[str], int]]) -> dict[str, list[str]]:
+    """Per categorical feature, the non-null levels with at least `min_count` training rows (sorted)."""
+    return {spec.name: sorted(value for value, n in counts[spec.name].items()
+                              if value is not None and n >= spec.min_count)
+            for spec in CATEGORICAL_FEATURES}
+
+
+def _most_frequent_first(counts: dict[str, int]) -> list[str]:
+    """Values by count, largest first, ties in alphabetical order: StringIndexer's `frequencyDesc`."""
+    return [value for value, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
+
+
+def indexer_labels(counts: dict[str, dict[Optional[str], int]], kept: dict[str, list[str]]) -> list[list[str]]:
+    """Per categorical feature, the labels `StringIndexer(stringOrderType="frequencyDesc")` fits on its
+    collapsed levels (`_collapse_sql`), from the counts: no pass over the data of its own."""
+    labels = []
+    for spec in CATEGORICAL_FEATURES:
+        kept_set, collapsed = set(kept[spec.name]), Counter()
+        for value, n in counts[spec.name].items():
+            collapsed[MISSING_LEVEL if value is None else value if value in kept_set else OTHER_LEVEL] += n
+        labels.append(_most_frequent_first(collapsed))
+    return labels
 
 
 def _sql_string(text: str) -> str:
@@ -67,8 +102,10 @@ def _transform_sql(name: str, transform: str) -> str:
     return f"{expr} AS `{name}{NUMERIC_SUFFIX}`"
 
 
-def build_pipeline(kept: dict[str, list[str]]) -> Pipeline:
-    """The Spark ML pipeline; its first stage makes the same levels and numeric transforms as core."""
+def build_pipeline(kept: dict[str, list[str]], labels: Optional[list[list[str]]] = None) -> Pipeline:
+    """The Spark ML pipeline; its first stage makes the same levels and numeric transforms as core.
+
+    With `labels` (`indexer_labels`) the indexer is built from them, else fitted."""
     selects = [_collapse_sql(spec.name, kept[spec.name]) for spec in CATEGORICAL_FEATURES]
     selects += [_transform_sql(spec.name, spec.transform) for spec in NUMERIC_FEATURES]
     prepare = SQLTransformer(statement=f"SELECT *, {', '.join(selects)} FROM __THIS__")
@@ -79,7 +116,9 @@ def build_pipeline(kept: dict[str, list[str]]) -> Pipeline:
     imputed = [f"{name}_imputed" for name in numeric]
     return Pipeline(stages=[
         prepare,
-        StringIndexer(inputCols=levels, outputCols=indices, handleInvalid="keep", stringOrderType="frequencyDesc"),
+        (StringIndexer(inputCols=levels, outputCols=indices, handleInvalid="keep", stringOrderType="frequencyDesc")
+         if labels is None else
+         StringIndexerModel.from_arrays_of_labels(labels, inputCols=levels, outputCols=indices, handleInvalid="keep")),
         OneHotEncoder(inputCols=indices, outputCols=onehots, handleInvalid="keep"),
         Imputer(inputCols=numeric, outputCols=imputed, strategy="median"),
         VectorAssembler(inputCols=imputed, outputCol="numeric_vector", handleInvalid="keep"),
@@ -88,14 +127,9 @@ def build_pipeline(kept: dict[str, list[str]]) -> Pipeline:
     ])
 
 
-MEDIAN_ACCURACY = 10_000
-"""`percentile_approx` accuracy of the recorded median: exact below about this many rows, else within
-1/10,000 of the rank. Spark's exact median keeps every distinct value in one task's memory (millions
-at scale); the median is recorded for reading, the encoding uses mean and std only."""
-
-
-def numeric_stats(train: DataFrame) -> dict[str, dict[str, Any]]:
-    """Mean, sample standard deviation and median of each transformed numeric feature on train.
+def numeric_stats(train: DataFrame, medians: dict[str, Optional[float]]) -> dict[str, dict[str, Any]]:
+    """Mean, sample standard deviation and share missing of each transformed numeric feature on train,
+    in one job, with `medians` (those the fitted Imputer found: `imputer_medians`).
 
     Missing values are left out of every statistic (missing is flagged, not imputed into the mean).
     """
@@ -104,31 +138,39 @@ def numeric_stats(train: DataFrame) -> dict[str, dict[str, Any]]:
         value = F.col(spec.name).cast("double")
         x = value if spec.transform == "identity" else F.log1p(F.greatest(value, F.lit(0.0)))
         exprs += [F.mean(x).alias(f"{spec.name}|mean"), F.stddev_samp(x).alias(f"{spec.name}|std"),
-                  F.percentile_approx(x, 0.5, MEDIAN_ACCURACY).alias(f"{spec.name}|median"),
                   F.avg(F.when(value.isNull(), 1.0).otherwise(0.0)).alias(f"{spec.name}|missing_rate")]
-    row = train.agg(*exprs).collect()[0].asDict()
+    row = {**train.agg(*exprs).collect()[0].asDict(),
+           **{f"{name}|median": value for name, value in medians.items()}}
     return {spec.name: {"transform": spec.transform,
                         **{stat: (float(row[f"{spec.name}|{stat}"]) if row[f"{spec.name}|{stat}"] is not None else None)
                            for stat in ("mean", "std", "median", "missing_rate")}}
             for spec in NUMERIC_FEATURES}
 
 
-def _frequent(train: DataFrame, columns: list[str], min_count: int) -> list[str]:
-    """Values pooled over `columns` with at least `min_count` training rows, most frequent first."""
-    stacked = None
-    for name in columns:
-        part = train.select(F.col(name).alias("value")).filter(F.col("value").isNotNull())
-        stacked = part if stacked is None else stacked.unionByName(part)
-    rows = (stacked.groupBy("value").count().filter(F.col("count") >= min_count)
-            .orderBy(F.desc("count"), "value").collect())
-    return [r["value"] for r in rows]
+def imputer_medians(model: PipelineModel) -> dict[str, Optional[float]]:
+    """The training medians the pipeline's Imputer fills in, per numeric feature (transformed values;
+    Spark's approxQuantile, relative rank error 0.001; None when a feature is always missing).
+
+    Recorded in preprocessing.json for reading (the encoding uses mean and std): Spark's exact median
+    keeps every distinct value in one task's memory, millions at scale, and takes a pass of its own."""
+    imputer = next(stage for stage in model.stages if isinstance(stage, ImputerModel))
+    row = imputer.surrogateDF.collect()[0].asDict()
+    return {spec.name: row[f"{spec.name}{NUMERIC_SUFFIX}"] for spec in NUMERIC_FEATURES}
 
 
-def code_vocabularies(train: DataFrame) -> dict[str, list[str]]:
+def _frequent(counts: list[dict[Optional[str], int]], min_count: int) -> list[str]:
+    """Values pooled over several columns' counts with at least `min_count` training rows, most frequent first."""
+    pooled: Counter = Counter()
+    for column in counts:
+        pooled.update({value: n for value, n in column.items() if value is not None})
+    return _most_frequent_first({value: n for value, n in pooled.items() if n >= min_count})
+
+
+def code_vocabularies(counts: dict[str, dict[Optional[str], int]]) -> dict[str, list[str]]:
     """Diagnosis vocabularies over all code positions: full codes and categories seen at least
     CODE_MIN_COUNT times in train; chapters: the fixed list of `core.icd.CHAPTERS`."""
-    return {"code_labels": _frequent(train, list(CODE_FEATURES), CODE_MIN_COUNT),
-            "category_labels": _frequent(train, [f"{name}_category" for name in CODE_FEATURES], CODE_MIN_COUNT),
+    return {"code_labels": _frequent([counts[name] for name in CODE_FEATURES], CODE_MIN_COUNT),
+            "category_labels": _frequent([counts[f"{name}_category"] for name in CODE_FEATURES], CODE_MIN_COUNT),
             "chapter_labels": list(icd.CHAPTERS)}
 
 
@@ -136,12 +178,16 @@ FITTED_COLUMNS = tuple(spec.name for spec in CATEGORICAL_FEATURES) + NUMERIC_NAM
 
 
 def fit_encoding(train: DataFrame) -> tuple[Preprocessing, PipelineModel]:
-    """Fit both encodings on the training rows (only the columns they encode are read)."""
+    """Fit both encodings on the training rows, reading only the columns they encode, in four jobs:
+    value counts (levels, indexer labels, code vocabularies), numeric statistics, and the Imputer's and
+    the StandardScaler's fits."""
     train = train.select(*FITTED_COLUMNS)
-    kept = kept_levels(train)
-    model = build_pipeline(kept).fit(train)
+    counts = level_counts(train)
+    kept = kept_levels(counts)
+    model = build_pipeline(kept, indexer_labels(counts, kept)).fit(train)
     indexer = model.stages[1]
     categorical = {spec.name: list(labels) for spec, labels in zip(CATEGORICAL_FEATURES, indexer.labelsArray)}
-    prep = Preprocessing(numeric=numeric_stats(train), categorical=categorical, codes=code_vocabularies(train))
+    prep = Preprocessing(numeric=numeric_stats(train, imputer_medians(model)), categorical=categorical,
+                         codes=code_vocabularies(counts))
     return prep, model
 

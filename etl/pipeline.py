@@ -30,10 +30,12 @@ from etl.transform import (
     COPIES_COLUMN,
     DEFAULT_RATIOS,
     DEFAULT_SALT,
-    FEATURES_COLUMN,
+    FEATURE_PREFIX,
+    FIRST_COLUMN,
     SPLITS,
     drop_duplicate_encounters,
     encounters_of,
+    features_of,
     local_path,
     null_out_of_bounds,
     nulled_counts,
@@ -169,14 +171,13 @@ def _load_hospitals(spark: SparkSession, options: EtlOptions, version: str, mani
 
 def _count_rows(labelled: DataFrame) -> list[Row]:
     """Every count of the manifest in one aggregation over the persisted pass: per (split, eligible,
-    ineligible reason), encounters, input rows (duplicates included), patients, labels, and the
-    nulled cells per column. Patients are distinct within a group: eligible encounters have no
-    ineligible reason, so a split's eligible patients are one group's."""
-    eligible = F.col(f"{FEATURES_COLUMN}.eligible")
-    label = F.col(f"{FEATURES_COLUMN}.readmitted_30d")
+    ineligible reason), encounters, input rows (duplicates included), patients (each one's first
+    eligible encounter, flagged by the pass), labels, and the nulled cells per column."""
+    eligible = F.col(FEATURE_PREFIX + "eligible")
+    label = F.col(FEATURE_PREFIX + "readmitted_30d")
     return (labelled.groupBy("split", eligible.alias("eligible"), "ineligible_reason")
             .agg(F.count(F.lit(1)).alias("encounters"), F.sum(COPIES_COLUMN).alias("extracted"),
-                 F.countDistinct("patient_id").alias("patients"), F.sum(label.cast("int")).alias("positives"),
+                 F.sum(FIRST_COLUMN).alias("patients"), F.sum(label.cast("int")).alias("positives"),
                  F.count(label).alias("labelled"), *nulled_counts())
             .collect())
 
@@ -206,7 +207,7 @@ def _steps(rows: list[Row]) -> tuple[list[dict[str, Any]], dict[str, dict[str, i
 
 
 def _load_encounters(spark: SparkSession, options: EtlOptions, version: str, manifest: dict) -> dict[str, Any]:
-    """Extract, dedup and clean stream into one shuffle by patient (`patient_pass`: history and
+    """Extract and dedup stream into one shuffle by patient (`patient_pass`: clean, history and
     features), persisted to disk; the counts, the encoding fit and both writes read that copy."""
     partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
     patient_step = getattr(adapter(options.source), "patient_step", None)  # e.g. labels from dates
@@ -217,9 +218,9 @@ def _load_encounters(spark: SparkSession, options: EtlOptions, version: str, man
         return cached[-1]
 
     try:
-        cleaned = null_out_of_bounds(drop_duplicate_encounters(extract(spark, options)))
-        patient_fn = patient_step(cleaned) if patient_step else None
-        passed = keep(patient_pass(cleaned, partitions, patient_fn))
+        deduplicated = drop_duplicate_encounters(extract(spark, options))
+        patient_fn = patient_step(null_out_of_bounds(deduplicated)) if patient_step else None
+        passed = keep(patient_pass(deduplicated, partitions, patient_fn))
         labelled = with_split(passed, options.split_by, options.ratios, options.salt)
         if options.split_by != "patient":  # a join: computed once, not once per reader
             labelled = keep(labelled)
@@ -229,8 +230,7 @@ def _load_encounters(spark: SparkSession, options: EtlOptions, version: str, man
             raise UserError(f"{options.input}: no encounters found")
         if not split_counts.get(SPLITS[0], {}).get("encounters"):
             raise UserError("the training split is empty: the input has too few patients for these --ratios")
-        features = (labelled.filter(F.col(f"{FEATURES_COLUMN}.eligible"))
-                    .select(f"{FEATURES_COLUMN}.*", "split"))
+        features = features_of(labelled.filter(F.col(FEATURE_PREFIX + "eligible")), "split")
         prep, model = fit_encoding(features.filter(F.col("split") == SPLITS[0]))
 
         split = {"by": options.split_by, "ratios": list(options.ratios), "salt": options.salt,

@@ -28,6 +28,7 @@ from typing import Any, Iterator, Optional
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pyspark
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -85,12 +86,13 @@ def _scored(features: pd.DataFrame, scorer: BatchScorer, explain: bool, scored_a
     return to_arrow(out.reset_index(drop=True), scored_at)
 
 
-def _not_scored(encounters: pd.DataFrame, model_version: str, scored_at: dt.datetime) -> pa.Table:
+def _not_scored(encounters: pd.DataFrame, scorer: BatchScorer, scored_at: dt.datetime) -> pa.Table:
+    """Ineligible encounters: their reason, no risk; the base risk as the single-process path gives it."""
     out = pd.DataFrame({"encounter_id": encounters["encounter_id"].astype(str).to_numpy(),
                         "patient_id": encounters["patient_id"].astype(str).to_numpy(),
                         "eligible": False,
                         "ineligible_reason": encounters["ineligible_reason"].to_numpy(),
-                        "model_version": model_version})
+                        "model_version": scorer.model_version, "base_risk": scorer.base_risk})
     out["reason_1"] = [not_scored_reason(False, reason, None) for reason in out["ineligible_reason"]]
     return to_arrow(out, scored_at)
 
@@ -109,9 +111,9 @@ def score_tables(features: DataFrame, ineligible: DataFrame, model_dir: str, exp
             yield from _scored(batch_frame(batch), scorer, explain, scored_at).to_batches()
 
     def not_scored(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        label = worker_scorer(model_dir, version, False).model_version
+        scorer = worker_scorer(model_dir, version, explain)
         for batch in batches:
-            yield from _not_scored(batch_frame(batch), label, scored_at).to_batches()
+            yield from _not_scored(batch_frame(batch), scorer, scored_at).to_batches()
 
     scored = features.repartition(partitions, "patient_id").mapInArrow(profiled(score), schema)
     return scored.unionByName(ineligible.mapInArrow(profiled(not_scored), schema))
@@ -169,7 +171,8 @@ def write_predictions(spark: SparkSession, root: str, predictions: DataFrame, re
         for name in os.listdir(staging):
             if name.startswith(("_", ".")):  # Spark's _SUCCESS and .crc files
                 os.remove(staging / name)
-        record = {**record, "version": version, "rows": spark.read.parquet(str(staging)).count()}
+        rows = sum(pq.ParquetFile(path).metadata.num_rows for path in staging.glob("*.parquet"))
+        record = {**record, "version": version, "rows": rows}
         (staging / MANIFEST_FILE).write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
         for path in staging.iterdir():
             with open(path, "rb") as handle:

@@ -164,8 +164,7 @@ def ensure_order(encounters: DataFrame) -> DataFrame:
     """Give sources without a file order (joins, generators) a content-based deterministic one."""
     if ORDER_COLUMN in encounters.columns:
         return encounters
-    content = F.to_json(F.struct(*[F.col(c) for c in COLUMNS]))
-    return encounters.withColumn(ORDER_COLUMN, F.xxhash64(content))
+    return encounters.withColumn(ORDER_COLUMN, F.xxhash64(*COLUMNS))
 
 
 COPIES_COLUMN = "_copies"      # rows the input had with the kept row's encounter_id (1: no duplicate)
@@ -176,7 +175,7 @@ def drop_duplicate_encounters(encounters: DataFrame) -> DataFrame:
     says how many rows it stands for, so the extract count needs no pass of its own."""
     encounters = ensure_order(encounters)
     same_id = Window.partitionBy("encounter_id")
-    order = same_id.orderBy(ORDER_COLUMN, F.xxhash64(F.to_json(F.struct(*COLUMNS))))
+    order = same_id.orderBy(ORDER_COLUMN, F.xxhash64(*COLUMNS))
     return (encounters.withColumn("_rank", F.row_number().over(order))
             .withColumn(COPIES_COLUMN, F.count(F.lit(1)).over(same_id))
             .filter(F.col("_rank") == 1).drop("_rank"))
@@ -186,33 +185,32 @@ BOUNDED_FIELDS = tuple(f for f in ENCOUNTER_FIELDS if f.bounds is not None and f
 FULL_RULE_SOURCES = ("discharges",)  # canonical input: every rule uploads and the API apply
 _FULL_RULES = rules_from_fields(ENCOUNTER_FIELDS)
 _BOUNDS_RULES = tuple(ColumnRule(f.name, f.kind, bounds=f.bounds) for f in BOUNDED_FIELDS)
-NULLED_COLUMN = "_nulled"
+NULLED_COLUMN = "_nulled"      # bit i set: ENCOUNTER_FIELDS[i] was set to null (a long, cheap to count)
+_FIELD_BITS = {f.name: 1 << i for i, f in enumerate(ENCOUNTER_FIELDS)}
+assert len(_FIELD_BITS) < 63
 
 
-def _nulled_lists(nulled: pd.DataFrame) -> list[list[str]]:
-    """Per row, the names of its True columns (most rows have none)."""
-    mask = nulled.to_numpy(dtype=bool)
-    names = np.asarray(nulled.columns, dtype=object)
-    lists: list[list[str]] = [[] for _ in range(len(mask))]
-    for row in np.flatnonzero(mask.any(axis=1)):
-        lists[row] = list(names[mask[row]])
-    return lists
+def _nulled_mask(nulled: pd.DataFrame) -> np.ndarray:
+    """Per row, the `NULLED_COLUMN` bits of its True columns."""
+    bits = np.array([_FIELD_BITS[name] for name in nulled.columns], dtype=np.int64)
+    return nulled.to_numpy(dtype=np.int64) @ bits if len(bits) else np.zeros(len(nulled), dtype=np.int64)
 
 
 def _null_implausible(frame: pd.DataFrame) -> pd.DataFrame:
-    """`core.validation.null_invalid_values` per source, plus the list of nulled columns of each row."""
+    """`core.validation.null_invalid_values` per source, plus the nulled columns of each row."""
     parts = []
     for source, part in frame.groupby("source", dropna=False, sort=False):
         full = source in FULL_RULE_SOURCES
         cleaned, nulled = null_invalid_values(part, _FULL_RULES if full else _BOUNDS_RULES, row_rules=full)
-        cleaned[NULLED_COLUMN] = _nulled_lists(nulled)
+        cleaned[NULLED_COLUMN] = _nulled_mask(nulled)
         parts.append(cleaned)
-    return pd.concat(parts).loc[frame.index] if parts else frame.assign(**{NULLED_COLUMN: []})
+    return pd.concat(parts).loc[frame.index] if parts else frame.assign(**{NULLED_COLUMN: np.zeros(0, np.int64)})
 
 
 def null_out_of_bounds(encounters: DataFrame) -> DataFrame:
-    """Set implausible values to null, listing each row's nulled columns in `NULLED_COLUMN` (counted
-    later by `nulled_counts`, in the job's one counting pass: this step runs no Spark job).
+    """Set implausible values to null, marking each row's nulled columns in `NULLED_COLUMN` (counted by
+    `nulled_counts`). The ETL applies the same rule inside `patient_pass`; this step on its own is for
+    sources whose patient-level step needs the cleaned data first (discharges: its last date).
 
     Every source: numbers outside their documented plausible range. The discharges template (input
     in the canonical schema) also gets every other rule of `core.validation` that uploads and the API
@@ -222,7 +220,7 @@ def null_out_of_bounds(encounters: DataFrame) -> DataFrame:
     Flagged, not clipped: a stay of 900 days is a data error, not a very long stay, and clipping
     would turn it into a believable number.
     """
-    schema = T.StructType(encounters.schema.fields + [T.StructField(NULLED_COLUMN, T.ArrayType(T.StringType()))])
+    schema = T.StructType(encounters.schema.fields + [T.StructField(NULLED_COLUMN, T.LongType())])
 
     def clean(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
@@ -231,10 +229,10 @@ def null_out_of_bounds(encounters: DataFrame) -> DataFrame:
 
 
 def nulled_counts() -> list[F.Column]:
-    """Aggregate expressions over `null_out_of_bounds`' output: per canonical column, the rows where it
-    was set to null (aliased `nulled:<column>`)."""
-    return [F.sum(F.array_contains(NULLED_COLUMN, f.name).cast("int")).alias(f"nulled:{f.name}")
-            for f in ENCOUNTER_FIELDS]
+    """Aggregate expressions over a `NULLED_COLUMN`: per canonical column, the rows where it was set to
+    null (aliased `nulled:<column>`)."""
+    return [F.sum(F.shiftright(NULLED_COLUMN, i).bitwiseAND(1)).alias(f"nulled:{name}")
+            for name, i in ((name, bit.bit_length() - 1) for name, bit in _FIELD_BITS.items())]
 
 
 # --- patient-grouped passes ----------------------------------------------------------------------
@@ -287,29 +285,43 @@ def fill_history(encounters: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-FEATURES_COLUMN = "_features"  # the feature row of `patient_pass`, a struct of `feature_struct()`
+FEATURE_PREFIX = "_f_"         # `patient_pass` columns of the feature row: flat, so Spark reads only those it needs
+FIRST_COLUMN = "_first"        # 1 on each patient's first eligible encounter: patients counted without a distinct
+
+
+def _first_eligible(patient_ids: pd.Series, eligible: np.ndarray) -> np.ndarray:
+    """1 on the first eligible row of each patient (rows of a patient together), else 0."""
+    return (eligible & ~patient_ids.where(eligible).duplicated().to_numpy()).astype(np.int64)
 
 
 def patient_pass(encounters: DataFrame, partitions: int,
                  patient_fn: Optional[Callable[[pd.DataFrame], pd.DataFrame]] = None) -> DataFrame:
-    """History and features of whole patients in one shuffle: each row is a canonical encounter with
-    its per-patient columns filled (optionally after a source's own patient-level step, e.g. labels
-    derived from dates), plus `FEATURES_COLUMN`, its row of `core.features.build_features` over those
-    filled encounters. Columns beyond the canonical ones (`_`-prefixed bookkeeping) ride along.
+    """Clean, history and features of whole patients in one shuffle.
 
-    Both tables come from this one pass (`encounters_of`, `features_of`): history and features used
-    to be two passes, each shuffling every encounter by patient."""
-    carried = [f for f in encounters.schema.fields if f.name not in COLUMNS and f.name != ORDER_COLUMN]
-    row_schema = T.StructType(encounter_struct().fields + carried)
-    schema = T.StructType(row_schema.fields + [T.StructField(FEATURES_COLUMN, feature_struct())])
+    Per whole-patient frame: implausible values set to null (`null_out_of_bounds`' rule, marked in
+    `NULLED_COLUMN`), a source's own patient-level step (e.g. labels derived from dates), the
+    per-patient columns filled (`fill_history`), and `core.features.build_features` over those filled
+    encounters. Each output row is the filled encounter, its feature row as `FEATURE_PREFIX` columns,
+    `FIRST_COLUMN`, and the input's other `_`-prefixed bookkeeping columns. Both tables come from it
+    (`encounters_of`, `features_of`): cleaning, history and features used to be three passes, two of
+    them shuffling every encounter by patient."""
+    carried = [f for f in encounters.schema.fields if f.name not in COLUMNS and f.name not in
+               (ORDER_COLUMN, NULLED_COLUMN)]
+    row_schema = T.StructType(encounter_struct().fields + carried
+                              + [T.StructField(NULLED_COLUMN, T.LongType()), T.StructField(FIRST_COLUMN, T.LongType())])
     features_schema = feature_struct()
+    schema = T.StructType(row_schema.fields + [T.StructField(FEATURE_PREFIX + f.name, f.dataType)
+                                               for f in features_schema.fields])
 
     def complete(frame: pd.DataFrame) -> pa.Table:
-        filled = fill_history(patient_fn(frame) if patient_fn else frame).reset_index(drop=True)
-        features = arrow_table(build_features(filled).loc[filled.index], features_schema)
-        struct = pa.StructArray.from_arrays([column.combine_chunks() for column in features.columns],
-                                            fields=list(features.schema))
-        return arrow_table(filled, row_schema).append_column(FEATURES_COLUMN, pa.chunked_array([struct]))
+        cleaned = _null_implausible(frame)
+        filled = fill_history(patient_fn(cleaned) if patient_fn else cleaned).reset_index(drop=True)
+        features = build_features(filled).loc[filled.index]
+        filled[FIRST_COLUMN] = _first_eligible(filled["patient_id"], features["eligible"].to_numpy(dtype=bool))
+        table = arrow_table(filled, row_schema)
+        for name, column in zip(features_schema.names, arrow_table(features, features_schema).columns):
+            table = table.append_column(FEATURE_PREFIX + name, column)
+        return table
     return map_patients(encounters.select(*COLUMNS, *[f.name for f in carried]), complete, schema, partitions)
 
 
@@ -318,9 +330,9 @@ def encounters_of(passed: DataFrame) -> DataFrame:
     return passed.select(*COLUMNS)
 
 
-def features_of(passed: DataFrame) -> DataFrame:
-    """The feature rows of `patient_pass` (every encounter, eligible or not)."""
-    return passed.select(f"{FEATURES_COLUMN}.*")
+def features_of(passed: DataFrame, *extra: str) -> DataFrame:
+    """The feature rows of `patient_pass` (every encounter, eligible or not), plus `extra` columns."""
+    return passed.select(*[F.col(FEATURE_PREFIX + name).alias(name) for name in feature_struct().names], *extra)
 
 
 # --- split ---------------------------------------------------------------------------------------

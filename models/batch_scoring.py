@@ -57,6 +57,9 @@ class BatchScorer:
     background: Optional[Background] = None
     background_risk: Optional[np.ndarray] = field(default=None, compare=False)  # risk of each background row
     background_source: str = "none"
+    # Added effects already computed, by (group, value): the same numbers bit for bit, so later batches of
+    # the same process reuse them (`models.explain.added_effects`); the memo bounds its own size.
+    known_effects: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(cls, model_dir: str | Path, explain: bool = True, threads: Optional[int] = None) -> "BatchScorer":
@@ -118,7 +121,8 @@ class BatchScorer:
         risk = self.risk(batch)
         if not explain or self.background is None:
             return risk, None
-        attributions, _ = two_sided_shapley(self.risk, batch, risk, self.background, self.background_risk)
+        attributions, _ = two_sided_shapley(self.risk, batch, risk, self.background, self.background_risk,
+                                            known=self.known_effects)
         return risk, attributions
 
     def score(self, features: pd.DataFrame, explain: bool = True, top_reasons: int = 3) -> pd.DataFrame:

@@ -30,6 +30,7 @@ The background is a small set of weighted medoid rows of the training encodings
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -97,6 +98,7 @@ class Unit:
     feature: str
 
 
+@functools.cache
 def input_units() -> tuple[Unit, ...]:
     return (tuple(Unit("numeric", j, n) for j, n in enumerate(NUMERIC_NAMES))
             + tuple(Unit("categorical", j, n) for j, n in enumerate(CATEGORICAL_NAMES))
@@ -278,8 +280,8 @@ def background_from_warehouse(root: str | Path, prep: Preprocessing, k: int = DE
 RiskFn = Callable[[EncodedBatch], np.ndarray]
 
 MODEL_CALL_ROWS = 512
-"""Rows per call of the risk function: small enough to stay in cache (about 15% less CPU time than 2048
-here) and below the predictor's own batch size, so each call is one forward pass."""
+"""Rows per call of the risk function: small enough to stay in cache (10-20% less CPU time than 2048
+here) and below the predictor's own batch size (2048), so each call is one forward pass."""
 MIN_CALL_ROWS = 16
 """A forward pass on 1-3 rows takes another kernel path whose rounding differs in the last bits (seen on
 this machine's CPU), so every call is padded to at least this many rows: a row's risk, and with it its
@@ -349,6 +351,18 @@ the candidates for the three reasons. Chosen by measurement (docs/scoring.md): 5
 KNOWN_EFFECTS_LIMIT = 200_000  # remembered added effects (`known`); the memo starts afresh past this
 
 
+def _one_group_rows(pairs: list[tuple[int, np.ndarray, np.ndarray]], n_groups: int, take: bool
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x rows, background rows, take_x) of mixed rows that differ from one side in one group only: for
+    each (group, x rows, background rows) of `pairs`, that group from x (`take`) or from the background."""
+    x_rows = np.concatenate([x for _, x, _ in pairs]).astype(np.int64)
+    background_rows = np.concatenate([b for _, _, b in pairs]).astype(np.int64)
+    groups = np.concatenate([np.full(len(x), g) for g, x, _ in pairs]).astype(np.int64)
+    take_x = np.full((len(x_rows), n_groups), not take)
+    take_x[np.arange(len(x_rows)), groups] = take
+    return x_rows, background_rows, take_x
+
+
 def added_effects(risk_fn: RiskFn, batch: EncodedBatch, background: Background, background_risk: np.ndarray,
                   units_group: np.ndarray, known: Optional[dict[tuple[int, bytes], float]] = None) -> np.ndarray:
     """[n, G]: sum_k w_k (f(b_k with group g of row i) - f(b_k)), group g of the row put alone into each
@@ -360,20 +374,24 @@ def added_effects(risk_fn: RiskFn, batch: EncodedBatch, background: Background, 
     known = {} if known is None else known
     if len(known) > KNOWN_EFFECTS_LIMIT:
         known.clear()
-    out = np.zeros((len(batch), n_groups))
+    plans, pairs = [], []
     for g in range(n_groups):
         values = group_values(batch, units_group, g)
         first, inverse = _distinct(values)
         keys = [(g, values[i].tobytes()) for i in first]
-        new = np.array([key not in known for key in keys], dtype=bool)
+        new = np.flatnonzero([key not in known for key in keys]).astype(np.int64)
         value, k = np.nonzero(_differs(values[first[new]], group_values(background.batch, units_group, g)))
-        take = np.zeros((len(value), n_groups), dtype=bool)
-        take[:, g] = True
-        gain = np.zeros((int(new.sum()), len(background)))
-        gain[value, k] = mixed_risk(risk_fn, batch, first[new][value], background.batch, k, take, units_group) \
-            - background_risk[k]
-        known.update(zip((key for key, is_new in zip(keys, new) if is_new),
-                         (gain * background.weights).sum(1).tolist()))  # row by row: the same sum in any batch
+        plans.append((keys, inverse, new, value, k))
+        pairs.append((g, first[new][value], k))
+    x_rows, background_rows, take_x = _one_group_rows(pairs, n_groups, take=True)
+    risk = mixed_risk(risk_fn, batch, x_rows, background.batch, background_rows, take_x, units_group)
+    out = np.zeros((len(batch), n_groups))
+    at = 0
+    for g, (keys, inverse, new, value, k) in enumerate(plans):
+        gain = np.zeros((len(new), len(background)))
+        gain[value, k] = risk[at:at + len(value)] - background_risk[k]
+        at += len(value)
+        known.update(zip((keys[i] for i in new), (gain * background.weights).sum(1).tolist()))  # fixed order
         out[:, g] = np.array([known[key] for key in keys])[inverse]
     return out
 
@@ -384,20 +402,23 @@ def removed_effects(risk_fn: RiskFn, batch: EncodedBatch, risk: np.ndarray, back
     row replaced, alone, by each background row's. Background rows with equal values of the group share
     one model call."""
     n_groups = chosen.shape[1]
-    out = np.zeros(chosen.shape)
+    plans, pairs = [], []
     for g in range(n_groups):
         rows = np.flatnonzero(chosen[:, g])
-        if len(rows) == 0:
-            continue
         background_values = group_values(background.batch, units_group, g)
         first, inverse = _distinct(background_values)
         weight = np.bincount(inverse, weights=background.weights, minlength=len(first))
         row, value = np.nonzero(_differs(group_values(batch, units_group, g)[rows], background_values[first]))
-        take = np.ones((len(row), n_groups), dtype=bool)
-        take[:, g] = False
+        plans.append((rows, first, weight, row, value))
+        pairs.append((g, rows[row], first[value]))
+    x_rows, background_rows, take_x = _one_group_rows(pairs, n_groups, take=False)
+    replaced = mixed_risk(risk_fn, batch, x_rows, background.batch, background_rows, take_x, units_group)
+    out = np.zeros(chosen.shape)
+    at = 0
+    for g, (rows, first, weight, row, value) in enumerate(plans):
         loss = np.zeros((len(rows), len(first)))
-        loss[row, value] = risk[rows[row]] - mixed_risk(risk_fn, batch, rows[row], background.batch, first[value],
-                                                        take, units_group)
+        loss[row, value] = risk[rows[row]] - replaced[at:at + len(row)]
+        at += len(row)
         out[rows, g] = (loss * weight).sum(1)
     return out
 

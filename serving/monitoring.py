@@ -66,7 +66,8 @@ MIN_PERIOD_ROWS = 100               # fewer scored rows: the period is shown, no
 MIN_CELL = 20                       # reference cells smaller than this are merged (privacy and stability)
 MIN_LEVEL_SHARE = 0.005             # rarer reference levels count as "other"
 MIN_FILLED_SHARE = 0.01             # an input filled in fewer reference rows is not monitored
-QUANTILES = np.linspace(0.025, 0.975, 20)   # for the Wasserstein effect size
+QUANTILES = np.linspace(0.025, 0.975, 20)   # for the Wasserstein effect size...
+QUANTILE_SAMPLE = 5_000             # ...from at most this many rows a period
 MONITORED = tuple(name for name in FEATURE_COLUMNS if name not in CODE_FEATURES)
 OTHER, MISSING = "__other__", "__missing__"
 DATASET_DRIFT = (0.25, 0.5)         # share of drifting inputs: watch, act (Evidently's dataset drift is 0.5)
@@ -81,7 +82,7 @@ FAIRNESS_PERIODS = 3                # fairness over the last matured periods
 # tested at once, so one interval that merely excludes 1 is expected by chance now and then.
 ERROR_RATE = (0.01, 0.05)           # API requests answered 5xx: watch, act
 P95_SECONDS = (1.0, 2.5)            # API 95th percentile latency: watch, act
-N_BOOT = 200
+N_BOOT = 100                        # patient-bootstrap replicates of an interval (a monitoring read, not a paper)
 RECALIBRATION_MIN_ROWS = 1000
 RECALIBRATION_MIN_POSITIVES = 30
 RECALIBRATION_ECE = 0.02
@@ -267,12 +268,14 @@ def wasserstein_from_quantiles(profile: dict[str, Any], current_quantiles: np.nd
 
 
 def drift_cells(profile: dict[str, Any], bins: np.ndarray, values, period_codes: np.ndarray,
-                n_periods: int) -> list[dict[str, float]]:
-    """PSI, chi-squared p-value and effect size of one input in every period (one pass over the rows)."""
+                n_periods: int, sample: Optional[PeriodSample] = None) -> list[dict[str, float]]:
+    """PSI, chi-squared p-value and effect size of one input in every period (one pass over the rows; the
+    effect size's quantiles from `sample`, by default every row)."""
     reference = reference_counts(profile)
     width = reference.size
     counts = np.bincount(period_codes * width + bins, minlength=n_periods * width).reshape(n_periods, width)
-    quantiles = _period_quantiles(values, period_codes, n_periods) if profile["kind"] == "numeric" else None
+    sample = sample or PeriodSample.of(period_codes, n_periods, cap=None)
+    quantiles = sample.quantiles(values) if profile["kind"] == "numeric" else None
     cells = []
     for k in range(n_periods):
         current = counts[k].astype(np.float64)
@@ -288,18 +291,32 @@ def drift_cells(profile: dict[str, Any], bins: np.ndarray, values, period_codes:
     return cells
 
 
-def _period_quantiles(values, period_codes: np.ndarray, n_periods: int) -> np.ndarray:
-    array = _numbers(values)
-    out = np.full((n_periods, QUANTILES.size), np.nan)
-    finite = np.isfinite(array)
-    order = np.lexsort((array[finite], period_codes[finite]))
-    sorted_codes, sorted_values = period_codes[finite][order], array[finite][order]
-    bounds = np.searchsorted(sorted_codes, np.arange(n_periods + 1))
-    for k in range(n_periods):
-        part = sorted_values[bounds[k]:bounds[k + 1]]
-        if part.size:
-            out[k] = np.quantile(part, QUANTILES)
-    return out
+@dataclass(frozen=True)
+class PeriodSample:
+    """Up to `cap` rows of each period, drawn at random once and shared by every input: the quantiles of an
+    effect size need a few thousand values, not a million."""
+    order: np.ndarray      # row numbers, grouped by period, shuffled within it
+    bounds: np.ndarray     # period k's rows are order[bounds[k]:ends[k]]
+    ends: np.ndarray
+
+    @classmethod
+    def of(cls, period_codes: np.ndarray, n_periods: int, cap: Optional[int] = QUANTILE_SAMPLE,
+           seed: int = 0) -> "PeriodSample":
+        order = np.lexsort((np.random.default_rng(seed).random(period_codes.size), period_codes))
+        bounds = np.searchsorted(period_codes[order], np.arange(n_periods + 1))
+        ends = bounds[1:] if cap is None else np.minimum(bounds[1:], bounds[:-1] + cap)
+        return cls(order, bounds[:-1], ends)
+
+    def quantiles(self, values) -> np.ndarray:
+        """[periods, len(QUANTILES)] quantiles of the sampled finite values (NaN for an empty period)."""
+        array = _numbers(values)
+        out = np.full((self.bounds.size, QUANTILES.size), np.nan)
+        for k, (low, high) in enumerate(zip(self.bounds, self.ends)):
+            part = array[self.order[low:high]]
+            part = part[np.isfinite(part)]
+            if part.size:
+                out[k] = np.quantile(part, QUANTILES)
+        return out
 
 
 # --- the log, matched to outcomes ------------------------------------------------------------------------
@@ -313,8 +330,10 @@ def load_monitoring_rows(engine: Engine, as_of: dt.date, model_version: Optional
     invalid, label (1 / 0 / NaN), status ("known", "unmatured" or "unknown") and the monitored inputs."""
     log, outcome = PredictionLog.__table__, Outcome.__table__
     latest = select(func.max(log.c.id)).group_by(log.c.source, log.c.encounter_id)
-    statement = (select(log.c.logged_at, log.c.channel, log.c.model_version, log.c.source, log.c.encounter_id,
-                        log.c.patient_id, log.c.risk, cast(log.c.features, Text).label("features"),
+    # times and the JSON are read as text and parsed in bulk below: per-row conversion would dominate
+    statement = (select(cast(log.c.logged_at, Text).label("logged_at"), log.c.channel, log.c.model_version,
+                        log.c.source, log.c.encounter_id, log.c.patient_id, log.c.risk,
+                        cast(log.c.features, Text).label("features"),
                         outcome.c.readmitted_30d, outcome.c.readmission_date)
                  .select_from(log.outerjoin(outcome, and_(outcome.c.source == log.c.source,
                                                           outcome.c.encounter_id == log.c.encounter_id))))
@@ -324,7 +343,6 @@ def load_monitoring_rows(engine: Engine, as_of: dt.date, model_version: Optional
     statement = statement.where(log.c.id.in_(latest) | log.c.encounter_id.is_(None))
     parts = []
     with engine.connect() as connection:
-        # the JSON is read as text and parsed in bulk by Arrow (`parse_features`): far faster than per row
         result = connection.execution_options(yield_per=chunk).execute(statement)
         for part in result.partitions():
             frame = pd.DataFrame(part, columns=_LOG_READ)
@@ -350,7 +368,7 @@ _LOG_READ = ["logged_at", "channel", "model_version", "source", "encounter_id", 
 
 
 def _monitoring_frame(frame: pd.DataFrame, parsed: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:
-    logged_day = pd.to_datetime(frame["logged_at"], utc=True).dt.tz_localize(None).dt.normalize()
+    logged_day = pd.to_datetime(frame["logged_at"], utc=True, format="ISO8601").dt.tz_localize(None).dt.normalize()
     discharge = pd.to_datetime(parsed["_discharge_time"], errors="coerce").dt.normalize()
     discharge = discharge.fillna(logged_day).to_numpy()
     risk = pd.to_numeric(frame["risk"], errors="coerce").to_numpy(dtype=np.float64)
@@ -529,7 +547,8 @@ def build_report(rows: pd.DataFrame, reference: Reference, *, as_of: dt.date, pe
         columns=["source", "encounter_id", "list_date"]), calls_per_day, follow_up_days)
     flagged &= scored
     first = pd.Timestamp(rows["discharge"].min()).date() if len(rows) else as_of
-    summaries = [_period_summary(rows, codes == k, scored, stored, p, as_of, first, reference)
+    columns = {name: rows[name].to_numpy() for name in ("status", "risk", "invalid", "eligible", "channel")}
+    summaries = [_period_summary(columns, codes == k, scored, stored, p, as_of, first, reference)
                  for k, p in enumerate(periods)]
     drift = _drift(rows, codes, periods, scored, reference, summaries)
     performance = _performance(rows, codes, periods, scored, flagged, summaries, n_boot)
@@ -567,24 +586,25 @@ def _in_window(p: pd.Period, reference: Reference) -> bool:
     return start >= reference.window[0] and end <= reference.window[1]
 
 
-def _period_summary(rows, mask, scored, stored, p, as_of, first: dt.date, reference) -> dict[str, Any]:
-    """One period's counts and score summary; `complete` when the log covers all of it (it starts on or after
-    the first logged discharge and ends on or before `as_of`)."""
+def _period_summary(columns: dict[str, np.ndarray], mask, scored, stored, p, as_of, first: dt.date,
+                    reference) -> dict[str, Any]:
+    """One period's counts and score summary (`columns`: the rows' status, risk, invalid, eligible and channel);
+    `complete` when the log covers all of the period (it starts on or after the first logged discharge and
+    ends on or before `as_of`)."""
     start, end = _period_bounds(p)
-    in_period = rows[mask]
     good = scored[mask]
-    status = in_period["status"].to_numpy()
-    risk = in_period["risk"].to_numpy()[good]
+    status, invalid = columns["status"][mask], columns["invalid"][mask].astype(bool)
+    risk = columns["risk"][mask][good]
     stored_share = float(stored[mask][good].mean()) if good.any() else 0.0
     return {"period": period_id(p), "label": period_label(p), "start": start.isoformat(), "end": end.isoformat(),
             "complete": first <= start and end <= as_of, "matured": end + dt.timedelta(days=MATURITY_DAYS) <= as_of,
             "in_reference": _in_window(p, reference), "rows": int(mask.sum()), "scored": int(good.sum()),
-            "invalid": int(in_period["invalid"].sum()), "invalid_share": float(in_period["invalid"].mean()),
-            "ineligible": int((~in_period["eligible"]).sum()),
+            "invalid": int(invalid.sum()), "invalid_share": float(invalid.mean()) if invalid.size else 0.0,
+            "ineligible": int((~columns["eligible"][mask].astype(bool)).sum()),
             "with_outcome": int((good & (status == "known")).sum()),
             "unmatured": int((good & (status == "unmatured")).sum()),
             "unknown": int((good & (status == "unknown")).sum()),
-            "api_rows": int((in_period["channel"] == "api").sum()),
+            "api_rows": int((columns["channel"][mask] == "api").sum()),
             "risk_mean": float(risk.mean()) if risk.size else None,
             "risk_p10": float(np.quantile(risk, 0.1)) if risk.size else None,
             "risk_p50": float(np.quantile(risk, 0.5)) if risk.size else None,
@@ -602,10 +622,12 @@ def _drift(rows, codes, periods, scored, reference: Reference, summaries) -> dic
     skipped.update({name: "not in the reference" for name in MONITORED if name not in profiles})
     subset = rows[scored]
     sub_codes = codes[scored]
+    sample = PeriodSample.of(sub_codes, n_periods)
     cells = {name: drift_cells(profiles[name], bin_index(profiles[name], subset[name]), subset[name], sub_codes,
-                               n_periods) for name in monitored}
+                               n_periods, sample) for name in monitored}
     risk_profile_ = {"kind": "numeric", **reference.profile["risk"], "missing": 0, "sd": 0.0, "quantiles": []}
-    score = drift_cells(risk_profile_, bin_index(risk_profile_, subset["risk"]), subset["risk"], sub_codes, n_periods)
+    score = drift_cells(risk_profile_, bin_index(risk_profile_, subset["risk"]), subset["risk"], sub_codes, n_periods,
+                        sample)
     out = []
     for k, summary in enumerate(summaries):
         adjusted = mon.benjamini_hochberg([cells[name][k]["p_value"] for name in monitored])

@@ -62,14 +62,15 @@ INELIGIBLE_WORDS = {"died": "Not scored: the patient died during the stay",
 
 @dataclass(frozen=True)
 class ScoringService:
-    """A loaded model plus its explanation background. Build once (`load`), share freely; nothing is mutated."""
+    """A loaded model plus its explanation background. Build once (`load`), share freely: nothing is mutated
+    but a memo of numbers that are the same whether remembered or computed again."""
     predictor: Any
     model_dir: Optional[str] = None
     background_source: str = "none"
     background: Optional[Background] = None               # None: loaded without explanations
     background_risk: Optional[np.ndarray] = field(default=None, compare=False)  # risk of each background row
     warehouse: Optional[str] = None                       # default patient-history source of every call
-    # One model call at a time per service: torch's threads are the parallelism.
+    # One scoring call at a time per service (it also guards the memo): torch's threads are the parallelism.
     _lock: threading.RLock = field(default_factory=threading.RLock, compare=False, repr=False)
     # Added effects of (group, value) pairs met so far (`models.explain.added_effects`): the same numbers
     # as computing them again, so a single encounter costs the API and the Patient page far fewer calls.

@@ -48,14 +48,14 @@ async def predict(encounter: OneEncounter, batcher: BatcherDep, metrics: Metrics
 
 @router.post("/predict/batch", response_model=BatchPrediction,
              summary="Risks for up to READMIT_API_MAX_BATCH encounters (default 1000)")
-def predict_batch(batch: Batch, scorer: ScorerDep, settings: SettingsDep, metrics: MetricsDep
-                  ) -> BatchPrediction:
+def predict_batch(batch: Batch, scorer: ScorerDep, settings: SettingsDep, metrics: MetricsDep,
+                  explain: WithReasons = False) -> BatchPrediction:
     if len(batch.encounters) > settings.max_batch:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
                             detail=f"{len(batch.encounters)} encounters in one batch; the limit is "
                                    f"{settings.max_batch} (READMIT_API_MAX_BATCH)")
     ids = [e.encounter_id for e in batch.encounters]  # unique: BatchRequest checks
-    scored = scorer.score_encounters(to_canonical_frame(batch.encounters), explain=True, top_reasons=3)
+    scored = scorer.score_encounters(to_canonical_frame(batch.encounters), explain=explain, top_reasons=3)
     by_id = {row["encounter_id"]: row for row in scored.to_dict(orient="records")}
     predictions = [Prediction(**prediction_from_row(by_id[i], scorer.model_version)) for i in ids]
     metrics.observe_risks(p.risk for p in predictions)
