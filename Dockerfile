@@ -57,6 +57,10 @@ RUN printf '#!/bin/sh\nexec python -m cli.main "$@"\n' > /usr/local/bin/readmit 
 
 USER readmit
 
+# Diagnosis titles (ICD-9-CM and ICD-10-CM) read once from their packages into the user's cache, so no
+# request or first page view waits for it.
+RUN python -c "from core import icd; icd.titles(9); icd.titles(10)"
+
 EXPOSE 8501 8000
 
 # Healthy when the dashboard (8501) or the API (8000) answers its health endpoint.

@@ -58,3 +58,4 @@ def home(status) -> None:
 
 _viewer, _status = chrome.page("Home")
 home(_status)
+data.warm_up()   # after the page is drawn: the model and code titles load while the user reads it

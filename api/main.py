@@ -28,6 +28,7 @@ from api.logging import AccessLogMiddleware, configure_access_logger, install_re
 from api.metrics import ApiMetrics
 from api.routes import health, metrics, predict
 from api.security import ApiSettings, AuthThrottle
+from core import icd
 from core.config import Settings
 from serving.scoring import ScoringService
 
@@ -55,6 +56,7 @@ def create_app(api_settings: Optional[ApiSettings] = None, settings: Optional[Se
     async def lifespan(app: FastAPI):
         install_redaction()  # here, after uvicorn has configured its loggers
         app.state.scorer = loader(settings.model_dir)
+        icd.titles(9)  # diagnosis titles for the reasons: built once now, not on the first request
         app.state.batcher = MicroBatcher(app.state.scorer, on_call=app.state.metrics.microbatch_rows.observe)
         await app.state.batcher.start()
         log.info("worker %d: model %s loaded from %s", os.getpid(), app.state.scorer.model_version, settings.model_dir)

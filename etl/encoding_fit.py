@@ -2,7 +2,7 @@
 
 - `preprocessing.json` (`core.encoding.Preprocessing`): what the scorer and the transformer apply
   with numpy, no Spark needed.
-- `pipeline_model/`: a Spark ML `PipelineModel` (level collapsing + a `StringIndexerModel`
+- `pipeline_model/`: a Spark ML `PipelineModel` (level collapsing + per feature a `StringIndexerModel`
   (handleInvalid="keep") with the labels `StringIndexer(frequencyDesc)` fits, read from the one
   value-count job + `OneHotEncoder`, numeric transform + `Imputer` + `VectorAssembler` +
   `StandardScaler`) for MLlib baselines and for checking that both encodings agree.
@@ -105,7 +105,8 @@ def _transform_sql(name: str, transform: str) -> str:
 def build_pipeline(kept: dict[str, list[str]], labels: Optional[list[list[str]]] = None) -> Pipeline:
     """The Spark ML pipeline; its first stage makes the same levels and numeric transforms as core.
 
-    With `labels` (`indexer_labels`) the indexer is built from them, else fitted."""
+    With `labels` (`indexer_labels`) one indexer per feature is built from them (PySpark's multi-column
+    `from_arrays_of_labels` pads unequal label lists with nulls), else one is fitted."""
     selects = [_collapse_sql(spec.name, kept[spec.name]) for spec in CATEGORICAL_FEATURES]
     selects += [_transform_sql(spec.name, spec.transform) for spec in NUMERIC_FEATURES]
     prepare = SQLTransformer(statement=f"SELECT *, {', '.join(selects)} FROM __THIS__")
@@ -114,11 +115,13 @@ def build_pipeline(kept: dict[str, list[str]], labels: Optional[list[list[str]]]
     onehots = [f"{spec.name}{ONEHOT_SUFFIX}" for spec in CATEGORICAL_FEATURES]
     numeric = [f"{spec.name}{NUMERIC_SUFFIX}" for spec in NUMERIC_FEATURES]
     imputed = [f"{name}_imputed" for name in numeric]
+    indexers = ([StringIndexer(inputCols=levels, outputCols=indices, handleInvalid="keep",
+                               stringOrderType="frequencyDesc")] if labels is None else
+                [StringIndexerModel.from_labels(column_labels, inputCol=level, outputCol=index, handleInvalid="keep")
+                 for column_labels, level, index in zip(labels, levels, indices)])
     return Pipeline(stages=[
         prepare,
-        (StringIndexer(inputCols=levels, outputCols=indices, handleInvalid="keep", stringOrderType="frequencyDesc")
-         if labels is None else
-         StringIndexerModel.from_arrays_of_labels(labels, inputCols=levels, outputCols=indices, handleInvalid="keep")),
+        *indexers,
         OneHotEncoder(inputCols=indices, outputCols=onehots, handleInvalid="keep"),
         Imputer(inputCols=numeric, outputCols=imputed, strategy="median"),
         VectorAssembler(inputCols=imputed, outputCol="numeric_vector", handleInvalid="keep"),
@@ -184,9 +187,9 @@ def fit_encoding(train: DataFrame) -> tuple[Preprocessing, PipelineModel]:
     train = train.select(*FITTED_COLUMNS)
     counts = level_counts(train)
     kept = kept_levels(counts)
-    model = build_pipeline(kept, indexer_labels(counts, kept)).fit(train)
-    indexer = model.stages[1]
-    categorical = {spec.name: list(labels) for spec, labels in zip(CATEGORICAL_FEATURES, indexer.labelsArray)}
+    labels = indexer_labels(counts, kept)
+    model = build_pipeline(kept, labels).fit(train)
+    categorical = {spec.name: column_labels for spec, column_labels in zip(CATEGORICAL_FEATURES, labels)}
     prep = Preprocessing(numeric=numeric_stats(train, imputer_medians(model)), categorical=categorical,
                          codes=code_vocabularies(counts))
     return prep, model

@@ -12,6 +12,7 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
+from core import vocabulary
 from core.errors import UserError
 from serving import worklist
 from serving.outreach import STATUS_LABELS, STATUSES
@@ -73,6 +74,14 @@ def open_patient(row) -> None:
                                                        "source": str(row["source"])})
 
 
+CODED_COLUMNS = ("age_band", "sex", "principal_group", "discharge_disposition", "payer")
+
+
+def words(field: str):
+    """A multiselect's `format_func`: the option's plain words; the URL keeps the stored level."""
+    return lambda level: vocabulary.label(field, level)
+
+
 def display(rows: pd.DataFrame) -> pd.DataFrame:
     """The open list as shown: risk in percent, plain words, no empty cells."""
     return pd.DataFrame({
@@ -81,9 +90,8 @@ def display(rows: pd.DataFrame) -> pd.DataFrame:
         "discharged": discharged(rows), "flagged": ["Yes" if f else "No" for f in rows["flagged"]],
         "status": rows["status_label"], "risk_tier": [band(t) for t in rows["risk_tier"]],
         "encounter_id": rows["encounter_id"].astype(str), "reason_2": rows["reason_2"].fillna("—"),
-        "reason_3": rows["reason_3"].fillna("—"), "age_band": rows["age_band"].fillna("—"),
-        "sex": rows["sex"].fillna("—"), "principal_group": rows["principal_group"].fillna("—"),
-        "discharge_disposition": rows["discharge_disposition"].fillna("—"), "payer": rows["payer"].fillna("—"),
+        "reason_3": rows["reason_3"].fillna("—"),
+        **{column: [vocabulary.label(column, v) for v in rows[column]] for column in CODED_COLUMNS},
         "origin": [origin(r) for r in rows.to_dict("records")],
     })
 
@@ -216,12 +224,14 @@ last_day = max(default_day, index.latest_discharge or default_day)
 with st.sidebar:
     st.header("Filters")
     tiers = st.multiselect("Risk band", RISK_TIERS, key="tier", **BOUND)   # plain values: readable URLs
-    age_bands = st.multiselect("Age band", options["age_bands"], key="age", **BOUND)
-    sexes = st.multiselect("Sex", options["sexes"], key="sex", **BOUND)
-    races = st.multiselect("Race", options["races"], key="race", **BOUND)
-    groups = st.multiselect("Diagnosis group", options["diagnosis_groups"], key="group", **BOUND)
-    dispositions = st.multiselect("Discharged to", options["dispositions"], key="disposition", **BOUND)
-    payers = st.multiselect("Payer", options["payers"], key="payer", **BOUND)
+    age_bands = st.multiselect("Age band", options["age_bands"], key="age", format_func=words("age_band"), **BOUND)
+    sexes = st.multiselect("Sex", options["sexes"], key="sex", format_func=words("sex"), **BOUND)
+    races = st.multiselect("Race", options["races"], key="race", format_func=words("race"), **BOUND)
+    groups = st.multiselect("Diagnosis group", options["diagnosis_groups"], key="group",
+                            format_func=words("principal_group"), **BOUND)
+    dispositions = st.multiselect("Discharged to", options["dispositions"], key="disposition",
+                                  format_func=words("discharge_disposition"), **BOUND)
+    payers = st.multiselect("Payer", options["payers"], key="payer", format_func=words("payer"), **BOUND)
     call_list_only = st.checkbox("Today's call list only", key="call_list", **BOUND)
     st.button("Clear filters", on_click=reset_filters, key="wl_clear")
 

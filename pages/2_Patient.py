@@ -131,21 +131,7 @@ with right:
                                "points": [lace["L"], lace["A"], lace["C"], lace["E"]]}).set_index("component"))
 
 st.subheader("The stay")
-fields = {
-    "Age band": enc.get("age_band"), "Sex": enc.get("sex"), "Race": enc.get("race"),
-    "Admitted": enc.get("admit_time"), "Discharged": enc.get("discharge_time"),
-    "Admission type": enc.get("admission_type"), "Admitted from": enc.get("admission_source"),
-    "Discharged to": enc.get("discharge_disposition"), "Length of stay (days)": enc.get("length_of_stay_days"),
-    "Admitting specialty": enc.get("admitting_specialty"), "Payer": enc.get("payer"),
-    "Procedures": enc.get("num_procedures"), "Lab tests": enc.get("num_lab_procedures"),
-    "Medications": enc.get("num_medications"),
-    "HbA1c": enc.get("a1c_result") or "not measured", "Max glucose": enc.get("glucose_result") or "not measured",
-    "Outpatient visits, past year": enc.get("prior_outpatient_visits"),
-    "Emergency visits, past year": enc.get("prior_emergency_visits"),
-    "Inpatient stays, past year": enc.get("prior_inpatient_visits"),
-}
-shown = pd.DataFrame({"": list(fields), "value": ["—" if v is None or (not isinstance(v, str) and pd.isna(v))
-                                                  else str(v) for v in fields.values()]})
+shown = pd.DataFrame(patient.stay_facts(enc), columns=["", "value"])
 c1, c2 = st.columns(2)
 half = (len(shown) + 1) // 2
 c1.table(shown.iloc[:half].set_index(""))
@@ -155,7 +141,7 @@ d1, d2 = st.columns(2)
 with d1:
     st.subheader("Diagnoses")
     if detail.diagnoses.empty:
-        st.write("None recorded.")
+        st.write("No diagnosis recorded.")
     else:
         st.dataframe(detail.diagnoses, hide_index=True, width="stretch")
 with d2:

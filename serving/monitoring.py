@@ -547,12 +547,11 @@ def build_report(rows: pd.DataFrame, reference: Reference, *, as_of: dt.date, pe
         columns=["source", "encounter_id", "list_date"]), calls_per_day, follow_up_days)
     flagged &= scored
     first = pd.Timestamp(rows["discharge"].min()).date() if len(rows) else as_of
-    columns = {name: rows[name].to_numpy() for name in ("status", "risk", "invalid", "eligible", "channel")}
-    summaries = [_period_summary(columns, codes == k, scored, stored, p, as_of, first, reference)
-                 for k, p in enumerate(periods)]
+    summaries = _period_summaries(rows, codes, periods, scored, stored, as_of, first, reference)
     drift = _drift(rows, codes, periods, scored, reference, summaries)
-    performance = _performance(rows, codes, periods, scored, flagged, summaries, n_boot)
-    fairness = _fairness(rows, codes, periods, scored, flagged, summaries, n_boot)
+    patients = pd.factorize(rows["patient_id"])[0]     # integer codes: the bootstraps draw patients
+    performance = _performance(rows, codes, scored, flagged, patients, summaries, n_boot)
+    fairness = _fairness(rows, codes, scored, flagged, patients, summaries, n_boot)
     service = service_health(rows, codes, periods, metrics_text)
     report = {
         "as_of": as_of.isoformat(), "period": period, "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(
@@ -586,30 +585,40 @@ def _in_window(p: pd.Period, reference: Reference) -> bool:
     return start >= reference.window[0] and end <= reference.window[1]
 
 
-def _period_summary(columns: dict[str, np.ndarray], mask, scored, stored, p, as_of, first: dt.date,
-                    reference) -> dict[str, Any]:
-    """One period's counts and score summary (`columns`: the rows' status, risk, invalid, eligible and channel);
-    `complete` when the log covers all of the period (it starts on or after the first logged discharge and
-    ends on or before `as_of`)."""
-    start, end = _period_bounds(p)
-    good = scored[mask]
-    status, invalid = columns["status"][mask], columns["invalid"][mask].astype(bool)
-    risk = columns["risk"][mask][good]
-    stored_share = float(stored[mask][good].mean()) if good.any() else 0.0
-    return {"period": period_id(p), "label": period_label(p), "start": start.isoformat(), "end": end.isoformat(),
-            "complete": first <= start and end <= as_of, "matured": end + dt.timedelta(days=MATURITY_DAYS) <= as_of,
-            "in_reference": _in_window(p, reference), "rows": int(mask.sum()), "scored": int(good.sum()),
-            "invalid": int(invalid.sum()), "invalid_share": float(invalid.mean()) if invalid.size else 0.0,
-            "ineligible": int((~columns["eligible"][mask].astype(bool)).sum()),
-            "with_outcome": int((good & (status == "known")).sum()),
-            "unmatured": int((good & (status == "unmatured")).sum()),
-            "unknown": int((good & (status == "unknown")).sum()),
-            "api_rows": int((columns["channel"][mask] == "api").sum()),
-            "risk_mean": float(risk.mean()) if risk.size else None,
-            "risk_p10": float(np.quantile(risk, 0.1)) if risk.size else None,
-            "risk_p50": float(np.quantile(risk, 0.5)) if risk.size else None,
-            "risk_p90": float(np.quantile(risk, 0.9)) if risk.size else None,
-            "call_list": "stored" if stored_share == 1 else "replay" if stored_share == 0 else "mixed"}
+def _period_summaries(rows, codes, periods, scored, stored, as_of, first: dt.date, reference) -> list[dict[str, Any]]:
+    """Each period's counts and score summary, from per-period sums over the rows (no frame is sliced). A period
+    is `complete` when the log covers all of it: it starts on or after the first logged discharge and ends
+    on or before `as_of`."""
+    k = len(periods)
+    status = rows["status"].to_numpy()
+
+    def per_period(mask) -> np.ndarray:
+        return np.bincount(codes, weights=np.asarray(mask, dtype=np.float64), minlength=k)
+
+    totals = {"rows": per_period(np.ones(len(rows))), "scored": per_period(scored),
+              "invalid": per_period(rows["invalid"].to_numpy(dtype=bool)),
+              "ineligible": per_period(~rows["eligible"].to_numpy(dtype=bool)),
+              "with_outcome": per_period(scored & (status == "known")),
+              "unmatured": per_period(scored & (status == "unmatured")),
+              "unknown": per_period(scored & (status == "unknown")),
+              "api_rows": per_period(rows["channel"].to_numpy() == "api"), "stored": per_period(scored & stored)}
+    risk = rows["risk"].to_numpy()[scored]
+    order = np.lexsort((risk, codes[scored]))
+    sorted_risk, bounds = risk[order], np.searchsorted(codes[scored][order], np.arange(k + 1))
+    out = []
+    for i, p in enumerate(periods):
+        start, end = _period_bounds(p)
+        part = sorted_risk[bounds[i]:bounds[i + 1]]
+        scored_i, stored_i = int(totals["scored"][i]), int(totals["stored"][i])
+        out.append({"period": period_id(p), "label": period_label(p), "start": start.isoformat(), "end": end.isoformat(),
+                    "complete": first <= start and end <= as_of,
+                    "matured": end + dt.timedelta(days=MATURITY_DAYS) <= as_of, "in_reference": _in_window(p, reference),
+                    **{name: int(values[i]) for name, values in totals.items() if name != "stored"},
+                    "invalid_share": float(totals["invalid"][i] / totals["rows"][i]) if totals["rows"][i] else 0.0,
+                    "risk_mean": float(part.mean()) if part.size else None,
+                    **{f"risk_p{q}": float(np.quantile(part, q / 100)) if part.size else None for q in (10, 50, 90)},
+                    "call_list": "stored" if scored_i and stored_i == scored_i else "mixed" if stored_i else "replay"})
+    return out
 
 
 def _drift(rows, codes, periods, scored, reference: Reference, summaries) -> dict[str, Any]:
@@ -620,14 +629,19 @@ def _drift(rows, codes, periods, scored, reference: Reference, summaries) -> dic
     skipped = {name: "no values in the reference: the model never saw it filled" for name in MONITORED
                if name in profiles and not is_monitorable(profiles[name])}
     skipped.update({name: "not in the reference" for name in MONITORED if name not in profiles})
-    subset = rows[scored]
-    sub_codes = codes[scored]
+    index = np.flatnonzero(scored)
+    sub_codes = codes[index]
     sample = PeriodSample.of(sub_codes, n_periods)
-    cells = {name: drift_cells(profiles[name], bin_index(profiles[name], subset[name]), subset[name], sub_codes,
-                               n_periods, sample) for name in monitored}
+
+    def cells_of(name: str) -> list[dict[str, float]]:
+        profile = profiles[name]
+        values = rows[name].to_numpy()[index] if profile["kind"] == "numeric" else None
+        return drift_cells(profile, bin_index(profile, rows[name])[index], values, sub_codes, n_periods, sample)
+
+    cells = {name: cells_of(name) for name in monitored}
     risk_profile_ = {"kind": "numeric", **reference.profile["risk"], "missing": 0, "sd": 0.0, "quantiles": []}
-    score = drift_cells(risk_profile_, bin_index(risk_profile_, subset["risk"]), subset["risk"], sub_codes, n_periods,
-                        sample)
+    risk = rows["risk"].to_numpy()[index]
+    score = drift_cells(risk_profile_, bin_index(risk_profile_, risk), risk, sub_codes, n_periods, sample)
     out = []
     for k, summary in enumerate(summaries):
         adjusted = mon.benjamini_hochberg([cells[name][k]["p_value"] for name in monitored])
@@ -648,10 +662,9 @@ def _drift(rows, codes, periods, scored, reference: Reference, summaries) -> dic
     return {"features": monitored, "skipped": skipped, "cells": out}
 
 
-def _performance(rows, codes, periods, scored, flagged, summaries, n_boot) -> list[dict[str, Any]]:
+def _performance(rows, codes, scored, flagged, patients, summaries, n_boot) -> list[dict[str, Any]]:
     out = []
     risk, label = rows["risk"].to_numpy(), rows["label"].to_numpy()
-    patients = rows["patient_id"].to_numpy()
     for k, summary in enumerate(summaries):
         in_period = (codes == k) & scored
         if in_period.sum() >= MIN_PERIOD_ROWS:
@@ -673,7 +686,7 @@ def _performance(rows, codes, periods, scored, flagged, summaries, n_boot) -> li
 FAIRNESS_GROUPS = ("race", "sex", "age_band")
 
 
-def _fairness(rows, codes, periods, scored, flagged, summaries, n_boot) -> dict[str, Any]:
+def _fairness(rows, codes, scored, flagged, patients, summaries, n_boot) -> dict[str, Any]:
     """Ratios to the largest group over the last `FAIRNESS_PERIODS` matured periods, by race, sex, age band
     and race x sex (cells under 10 suppressed by `core.monitoring.fairness_table`)."""
     matured = [k for k, s in enumerate(summaries) if s["matured"] and not s["in_reference"]][-FAIRNESS_PERIODS:]
@@ -681,13 +694,12 @@ def _fairness(rows, codes, periods, scored, flagged, summaries, n_boot) -> dict[
     use = scored & np.isin(codes, matured) & np.isfinite(label)
     if not matured or use.sum() < MIN_CELL:
         return {"periods": [summaries[k]["period"] for k in matured], "rows": [], "n": int(use.sum())}
-    subset = rows[use]
+    subset = rows.loc[use, ["risk", *FAIRNESS_GROUPS]]
     groups = {name: subset[name].astype(object).fillna("unknown").astype(str) for name in FAIRNESS_GROUPS}
     groups["race x sex"] = groups["race"] + " / " + groups["sex"]
     tables = []
     for attribute, values in groups.items():
-        table = mon.fairness_table(label[use], subset["risk"], flagged[use], values, subset["patient_id"],
-                                   n_boot=n_boot)
+        table = mon.fairness_table(label[use], subset["risk"], flagged[use], values, patients[use], n_boot=n_boot)
         tables.append(table.assign(attribute=attribute))
     return {"periods": [summaries[k]["period"] for k in matured], "n": int(use.sum()),
             "rows": pd.concat(tables, ignore_index=True).to_dict("records")}

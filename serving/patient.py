@@ -4,6 +4,7 @@ A missing patient is `None`, never another patient.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, select
 
-from core import icd, lace
+from core import icd, lace, vocabulary
 from core import reasons as reason_text
 from core.features import FEATURE_LABELS, sort_for_history
 from core.intake import from_warehouse_frame
@@ -74,7 +75,6 @@ def _one(wh: Warehouse, table: str, encounter_id: str) -> Optional[dict[str, Any
     return None if rows.empty else rows.iloc[0].to_dict()
 
 
-MEDICATION_CHANGE_WORDS = {"steady": "given, dose unchanged", "up": "dose increased", "down": "dose decreased"}
 
 
 def patient_detail(wh: Warehouse, encounter_id: str) -> Optional[PatientDetail]:
@@ -95,7 +95,7 @@ def _diagnoses(encounter: dict[str, Any]) -> pd.DataFrame:
     version = int(encounter.get("icd_version") or 9) if not pd.isna(encounter.get("icd_version") or 9) else 9
     codes = _as_list(encounter.get("diagnoses"))
     return pd.DataFrame([{"position": i + 1, "code": icd.normalize_code(c, version) or c,
-                          "description": diagnosis_description(icd.normalize_code(c, version), version)}
+                          "description": icd.describe_diagnosis(icd.normalize_code(c, version) or c, version)}
                          for i, c in enumerate(codes) if c])
 
 
@@ -104,20 +104,23 @@ def _medications(encounter: dict[str, Any]) -> pd.DataFrame:
     for item in _as_list(encounter.get("medication_changes")):
         if item and ":" in str(item):
             drug, status = str(item).split(":", 1)
-            meds.append({"medication": drug, "at discharge": MEDICATION_CHANGE_WORDS.get(status, status)})
+            meds.append({"medication": drug, "at discharge": vocabulary.label("medication_change", status)})
     return pd.DataFrame(meds)
 
 
 def _other_stays(wh: Warehouse, patient_id: str, encounter_id: str) -> pd.DataFrame:
-    """The patient's other stays in the warehouse, oldest first."""
+    """The patient's other stays in the warehouse, oldest first. The stays are found first (materialized):
+    joined in one step, DuckDB hashes every prediction instead (1.6 s rather than 0.3 s at a million
+    patients)."""
     if not wh.has_table("encounters"):
         return pd.DataFrame()
     pred_cols = ", p.risk, p.risk_tier" if wh.has_table("predictions") else ""
     pred_join = " LEFT JOIN predictions p ON p.encounter_id = e.encounter_id" if pred_cols else ""
     return wh.query(
-        f"SELECT e.encounter_id, e.admit_time, e.discharge_time, e.length_of_stay_days, e.admission_type, "
-        f"e.discharge_disposition, e.readmitted_30d{pred_cols} FROM encounters e{pred_join} "
-        "WHERE e.patient_id = ? AND e.encounter_id <> ? ORDER BY e.admit_time NULLS LAST, e.encounter_id",
+        "WITH e AS MATERIALIZED (SELECT encounter_id, admit_time, discharge_time, length_of_stay_days, "
+        "admission_type, discharge_disposition, readmitted_30d FROM encounters "
+        "WHERE patient_id = ? AND encounter_id <> ?) "
+        f"SELECT e.*{pred_cols} FROM e{pred_join} ORDER BY e.admit_time NULLS LAST, e.encounter_id",
         [patient_id, encounter_id])
 
 
@@ -132,17 +135,45 @@ def _as_list(value) -> list:
         return []
 
 
-def diagnosis_description(code: Optional[str], version: int = 9) -> str:
-    """Plain words for a code: its clinical group and ICD chapter (no licensed code titles are shipped)."""
-    if not code:
-        return "unknown code"
-    group, chapter = icd.clinical_group(code, version), icd.chapter(code, version)
-    if group == "diabetes":
-        return "diabetes mellitus"
-    parts = [f"{chapter} conditions" if chapter else "unrecognised code"]
-    if group and group not in ("other", chapter):
-        parts.insert(0, group)
-    return ", ".join(parts)
+# (label, canonical column, vocabulary field or None for a plain value) of the Patient page's stay table.
+STAY_FACTS = (
+    ("Age band", "age_band", "age_band"), ("Sex", "sex", "sex"), ("Race", "race", "race"),
+    ("Admitted", "admit_time", None), ("Discharged", "discharge_time", None),
+    ("Admission type", "admission_type", "admission_type"), ("Admitted from", "admission_source", "admission_source"),
+    ("Discharged to", "discharge_disposition", "discharge_disposition"),
+    ("Length of stay (days)", "length_of_stay_days", None),
+    ("Admitting specialty", "admitting_specialty", "admitting_specialty"), ("Payer", "payer", "payer"),
+    ("Procedures", "num_procedures", None), ("Lab tests", "num_lab_procedures", None),
+    ("Medications", "num_medications", None), ("HbA1c", "a1c_result", "a1c_result"),
+    ("Max glucose", "glucose_result", "glucose_result"),
+    ("Outpatient visits in the year before (reported on the record)", "prior_outpatient_visits", None),
+    ("Emergency visits in the year before (reported on the record)", "prior_emergency_visits", None),
+    ("Inpatient stays in the year before (reported on the record)", "prior_inpatient_visits", None),
+)
+
+
+def stay_facts(encounter: dict[str, Any]) -> list[tuple[str, str]]:
+    """The stay in words: coded fields through `core.vocabulary`, dates to the minute, a missing value
+    said as such ("Not recorded"), never "None"."""
+    facts = []
+    for label_text, column, field in STAY_FACTS:
+        value = encounter.get(column)
+        if field is not None:
+            facts.append((label_text, vocabulary.label(field, value)))
+        elif vocabulary.is_missing(value):
+            facts.append((label_text, vocabulary.NOT_RECORDED))
+        elif isinstance(value, (pd.Timestamp, dt.datetime)):
+            facts.append((label_text, pd.Timestamp(value).strftime("%Y-%m-%d %H:%M")))
+        else:
+            facts.append((label_text, _shown_value(column, value)))
+    return facts
+
+
+def _shown_value(name: str, value: Any) -> str:
+    """A feature value in words: coded levels through `core.vocabulary`, numbers without a spurious .0."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return f"{value:g}"
+    return vocabulary.label(name, value)
 
 
 def contributions(prediction: Optional[dict[str, Any]], features: Optional[dict[str, Any]]) -> pd.DataFrame:
@@ -167,9 +198,8 @@ def contributions(prediction: Optional[dict[str, Any]], features: Optional[dict[
                 shown = describe(name, features)
             except Exception:
                 shown = ""
-        elif features and features.get(name) is not None and not (
-                isinstance(features.get(name), float) and math.isnan(features.get(name))):
-            shown = str(features.get(name))
+        elif features and not vocabulary.is_missing(features.get(name)):
+            shown = _shown_value(name, features.get(name))
         label = GROUP_LABELS.get(name) or FEATURE_LABELS.get(name, name.replace("_", " "))
         text = shown if name in GROUP_LABELS and shown else (f"{label} = {shown}" if shown else label)
         rows.append({"feature": name, "label": label, "value": shown, "text": text, "contribution": amount})

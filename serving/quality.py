@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import pandas as pd
 
-from core import metric_report, metrics
+from core import metric_report, metrics, vocabulary
 from core.lace import lace_score
 from core.warehouse import Warehouse
 from models.evaluate import TRANSFORMER
@@ -327,7 +327,8 @@ def subgroup_table(subgroups: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=list(SUBGROUP_COLUMNS.values()))
     table = pd.DataFrame({
         "grouping": subgroups["grouping"].map(lambda g: GROUP_NAMES.get(g, g)),
-        "level": subgroups["level"].astype(str),
+        "level": [vocabulary.NOT_RECORDED if level == metrics.MISSING_GROUP else vocabulary.label(grouping, level)
+                  for grouping, level in zip(subgroups["grouping"], subgroups["level"].astype(str))],
         "n": subgroups["n"].map(lambda v: f"{int(v):,}"),
         "positives": subgroups["positives"].map(lambda v: f"{int(v):,}"),
         "auroc": subgroups["auroc"].map(number),

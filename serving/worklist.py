@@ -25,7 +25,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Optional, Sequence
 from zoneinfo import ZoneInfo
 
-import duckdb
 import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, select
@@ -660,11 +659,18 @@ def capacity_tradeoff(index: WorklistIndex, as_of: dt.date, window_days: int, ca
     """PPV and sensitivity of calling `capacity` patients a day, replayed over the past days before `as_of`,
     with the equivalent single risk cut-off."""
     chosen = replay_days(index, as_of, days)
-    if not chosen:
+    discharges = replay_discharges(index, chosen[0], chosen[-1], window_days) if chosen else pd.DataFrame()
+    return capacity_result(discharges, chosen, window_days, capacity)
+
+
+def capacity_result(discharges: pd.DataFrame, days: Sequence[dt.date], window_days: int,
+                    capacity: int) -> CapacityResult:
+    """`capacity_tradeoff` from the replay's discharges (`replay_discharges`) and days (`replay_days`), so
+    that a caller trying several capacities reads the discharges once. Pure."""
+    if not days:
         return CapacityResult(int(capacity), replay_policy(pd.DataFrame(), [], capacity, window_days),
                               float("nan"), float("nan"))
-    discharges = replay_discharges(index, chosen[0], chosen[-1], window_days)
-    replay = replay_policy(discharges, chosen, capacity, window_days, discharges.attrs["test_split_only"])
+    replay = replay_policy(discharges, days, capacity, window_days, discharges.attrs["test_split_only"])
     fraction = replay.called / replay.outcomes if replay.outcomes else float("nan")
     risks = discharges.loc[discharges["counted"] & discharges["y"].notna(), "risk"].dropna()
     threshold = float(risks.quantile(1 - fraction)) if len(risks) and fraction == fraction else float("nan")

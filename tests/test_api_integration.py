@@ -119,7 +119,11 @@ def test_live_server_scores_the_openapi_example(live_api):
     assert response.status_code == 200, response.text
     out = response.json()
     assert 0 <= out["risk"] <= 1 and out["risk_tier"] in ("Very high", "High", "Medium", "Low")
-    assert 1 <= len(out["reasons"]) <= 3 and all(isinstance(r, str) and r for r in out["reasons"])
+    assert not out["reasons"]  # reasons only when asked: they never set /predict's speed
+    explained = httpx.post(f"{base}/predict", params={"explain": "true"}, json=example,
+                           headers={"Authorization": f"Bearer {KEY}"}).json()
+    assert explained["risk"] == out["risk"]
+    assert 1 <= len(explained["reasons"]) <= 3 and all(isinstance(r, str) and r for r in explained["reasons"])
     assert out["model_version"].startswith("readmit-transformer@")
     health = httpx.get(f"{base}/health").json()
     assert health["status"] == "ok" and health["model_version"] == out["model_version"]

@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
+from core import icd
 from core.config import Settings
 from core.warehouse import POINTER_FILE, Warehouse, local_path
 from serving import database, home, outreach
@@ -161,10 +162,19 @@ def _window(root: str, version: str, url: str, upload_version: int, as_of_date: 
 
 
 @st.cache_resource(ttl=3600, show_spinner=False, max_entries=20)
+def _events(root: str, version: str, url: str, event_version: int, upload_version: int, as_of_date: dt.date,
+            window: int) -> dict:
+    """The outreach histories of the window's encounters, read again only when an event is recorded (not
+    when the calls per day change)."""
+    rows = _window(root, version, url, upload_version, as_of_date, window)
+    return outreach.histories(_engine(url), worklist_queries.encounter_keys(rows))
+
+
+@st.cache_resource(ttl=3600, show_spinner=False, max_entries=20)
 def _day(root: str, version: str, url: str, event_version: int, upload_version: int, as_of_date: dt.date,
          window: int, calls: int) -> worklist_queries.DayList:
     rows = _window(root, version, url, upload_version, as_of_date, window)
-    events = outreach.histories(_engine(url), worklist_queries.encounter_keys(rows))
+    events = _events(root, version, url, event_version, upload_version, as_of_date, window)
     return worklist_queries.build_day_list(rows, events, as_of_date, window, calls)
 
 
@@ -177,10 +187,20 @@ def uploads() -> pd.DataFrame:
     return _uploads(database_url(), db_versions()[1])
 
 
+@st.cache_resource(ttl=3600, show_spinner=False, max_entries=8)
+def _replay(root: str, version: str, as_of_date: dt.date, window: int) -> tuple[list[dt.date], pd.DataFrame]:
+    """The replay's days and discharges, read once per date and window whatever the calls per day."""
+    index = _index(root, version)
+    days = worklist_queries.replay_days(index, as_of_date)
+    discharges = worklist_queries.replay_discharges(index, days[0], days[-1], window) if days else pd.DataFrame()
+    return days, discharges
+
+
 @st.cache_data(ttl=3600, show_spinner=False, max_entries=100)
 def _capacity(root: str, version: str, as_of_date: dt.date, window: int,
               calls: int) -> worklist_queries.CapacityResult:
-    return worklist_queries.capacity_tradeoff(_index(root, version), as_of_date, window, calls)
+    days, discharges = _replay(root, version, as_of_date, window)
+    return worklist_queries.capacity_result(discharges, days, window, calls)
 
 
 def capacity(calls: int, as_of_date: Optional[dt.date] = None,
@@ -255,6 +275,13 @@ def benchmark(facility_id: str):
 def scoring_service(model_dir: str):
     """The model, loaded once per process (never trained here)."""
     return ScoringService.load(model_dir)
+
+
+def warm_up() -> None:
+    """Load what a first Patient view would otherwise wait for: the model (`st.cache_resource`) and the
+    ICD-9 code titles (`core.icd.titles`, cached per process). Cheap once done; the Home page calls it."""
+    icd.titles(9)
+    loaded_model()
 
 
 def loaded_model():
