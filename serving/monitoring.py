@@ -33,7 +33,8 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -50,13 +51,12 @@ from core.errors import UserError
 from core.features import CODE_FEATURES, FEATURE_COLUMNS, FEATURE_LABELS, NUMERIC_NAMES
 from core.metric_report import auroc_interval
 from core.warehouse import Warehouse, WarehouseError, write_text_atomic
-from models.calibration import Calibrator, grouped_halves
-from models.card import CHANGES_FILE, write_card
-from models.inference import ReadmitPredictor
-from models.manifest import sealed_update
 from serving import figures
 from serving.db_tables import CallList, CallListEntry, Outcome, PredictionLog
 from serving.prediction_log import parse_features
+
+if TYPE_CHECKING:
+    from models.calibration import Calibrator
 
 REFERENCE_FILE = "monitoring_reference.json"
 REFERENCE_FORMAT = 1
@@ -87,6 +87,15 @@ RECALIBRATION_MIN_ROWS = 1000
 RECALIBRATION_MIN_POSITIVES = 30
 RECALIBRATION_ECE = 0.02
 PROMOTION_FILE = REPO_ROOT / "data" / "promoted_model.json"
+
+
+def _model_layer() -> SimpleNamespace:
+    """The model layer, imported on first use: it loads torch and transformers (seconds), which the report
+    never needs; only building a reference, recalibrating and promoting do."""
+    from models import calibration, card, inference, manifest  # noqa: PLC0415 (torch only when a model is used)
+    return SimpleNamespace(Calibrator=calibration.Calibrator, grouped_halves=calibration.grouped_halves,
+                           CHANGES_FILE=card.CHANGES_FILE, write_card=card.write_card,
+                           ReadmitPredictor=inference.ReadmitPredictor, sealed_update=manifest.sealed_update)
 
 
 # --- reference profiles ------------------------------------------------------------------------------
@@ -185,7 +194,7 @@ def save_model_reference(model_dir: str | Path, reference: dict[str, Any]) -> Pa
     """Write the folder's monitoring reference (verified first when sealed: a reference is only written beside
     the files it describes; the manifest does not cover it, so the version stays)."""
     path = reference_path(model_dir)
-    with sealed_update(model_dir):
+    with _model_layer().sealed_update(model_dir):
         path.write_text(json.dumps(_clean(reference), indent=1, sort_keys=True) + "\n")
     return path
 
@@ -203,7 +212,7 @@ def load_model_reference(model_dir: str | Path) -> dict[str, Any]:
 
 def model_reference_from_warehouse(model_dir: str | Path, root: str, split: str = "validation") -> dict[str, Any]:
     """The reference of a model: its `split` rows of the warehouse it was trained from, scored by it."""
-    predictor = ReadmitPredictor.load(model_dir)
+    predictor = _model_layer().ReadmitPredictor.load(model_dir)
     try:
         features = Warehouse(root).query("SELECT * FROM features WHERE split = ? AND eligible", [split])
     except WarehouseError as error:
@@ -343,8 +352,8 @@ def load_monitoring_rows(engine: Engine, as_of: dt.date, model_version: Optional
     statement = statement.where(log.c.id.in_(latest) | log.c.encounter_id.is_(None))
     parts = []
     with engine.connect() as connection:
-        result = connection.execution_options(yield_per=chunk).execute(statement)
-        for part in result.partitions():
+        cursor = connection.execute(statement).cursor   # raw DBAPI rows: converted in bulk, not row by row
+        while part := cursor.fetchmany(chunk):
             frame = pd.DataFrame(part, columns=_LOG_READ)
             parsed = parse_features(frame["features"].tolist(), names, categorical=True)
             parts.append(_monitoring_frame(frame, parsed, as_of))
@@ -372,7 +381,9 @@ def _monitoring_frame(frame: pd.DataFrame, parsed: pd.DataFrame, as_of: dt.date)
     discharge = pd.to_datetime(parsed["_discharge_time"], errors="coerce").dt.normalize()
     discharge = discharge.fillna(logged_day).to_numpy()
     risk = pd.to_numeric(frame["risk"], errors="coerce").to_numpy(dtype=np.float64)
-    label = frame["readmitted_30d"].map({True: 1.0, False: 0.0}).to_numpy(dtype=np.float64)
+    # booleans, or 0 / 1 from a driver without booleans (SQLite): 1.0, 0.0 or NaN
+    label = pd.array(frame["readmitted_30d"].to_numpy(dtype=object), dtype="boolean").to_numpy(
+        dtype=np.float64, na_value=np.nan)
     readmission = pd.to_datetime(frame["readmission_date"], errors="coerce").to_numpy()
     days_to = (readmission - discharge) / np.timedelta64(1, "D")
     from_date = np.where(np.isnan(days_to) | (days_to < 0), np.nan, (days_to <= MATURITY_DAYS).astype(np.float64))
@@ -997,14 +1008,15 @@ def calibration_summary(y, p) -> dict[str, float]:
 
 def _cross_fitted(method: str, raw: np.ndarray, y: np.ndarray, patients: np.ndarray) -> np.ndarray:
     """Each half of the patients' risks from a map fitted on the other half."""
-    half = grouped_halves(patients, seed=0)
+    models = _model_layer()
+    half = models.grouped_halves(patients, seed=0)
     out = np.empty_like(raw)
     for fit in (half, ~half):
-        out[~fit] = np.clip(Calibrator.fit(method, raw[fit], y[fit])(raw[~fit]), 0.0, 1.0)
+        out[~fit] = np.clip(models.Calibrator.fit(method, raw[fit], y[fit])(raw[~fit]), 0.0, 1.0)
     return out
 
 
-def _remapped_risk(reference: dict[str, Any], calibrator: Calibrator) -> dict[str, Any]:
+def _remapped_risk(reference: dict[str, Any], calibrator: "Calibrator") -> dict[str, Any]:
     """The reference's risk profile under a new calibration (the raw probability's bins do not move)."""
     risk = dict(reference["risk"])
     if "raw_edges" not in risk:
@@ -1026,7 +1038,8 @@ def recalibrate(root: str, model_dir: str | Path, since: dt.date, out_dir: str |
     if target.exists() and any(target.iterdir()):
         raise UserError(f"{target} exists and is not empty: choose a new folder for the recalibrated model")
     as_of = as_of or dt.datetime.now(dt.timezone.utc).date()
-    predictor = ReadmitPredictor.load(source)
+    models = _model_layer()
+    predictor = models.ReadmitPredictor.load(source)
     data = recalibration_rows(root, since, until, as_of, engine)
     y = data["label"].to_numpy(dtype=np.float64)
     if len(data) < RECALIBRATION_MIN_ROWS or y.sum() < RECALIBRATION_MIN_POSITIVES:
@@ -1034,7 +1047,7 @@ def recalibrate(root: str, model_dir: str | Path, since: dt.date, out_dir: str |
                         f"{as_of}); the change plan needs {RECALIBRATION_MIN_ROWS} and {RECALIBRATION_MIN_POSITIVES}")
     raw = np.asarray(predictor.raw_probability(encode(data, predictor.preprocessing)), dtype=np.float64)
     method = method or (predictor.calibrator.method if predictor.calibrator.method != "identity" else "platt")
-    calibrator = Calibrator.fit(method, raw, y)
+    calibrator = models.Calibrator.fit(method, raw, y)
     patients = data["patient_id"].astype(str).to_numpy()
     before, after = calibration_summary(y, predictor.calibrate(raw)), calibration_summary(y, calibrator(raw))
     held_out = calibration_summary(y, _cross_fitted(method, raw, y, patients))
@@ -1053,17 +1066,17 @@ def recalibrate(root: str, model_dir: str | Path, since: dt.date, out_dir: str |
     shutil.copytree(source, target, dirs_exist_ok=True)
     calibrator.save(target, selection={"chosen": method, "criterion": "refit under the change plan (changes.jsonl)",
                                        "n": len(data), "refit": window})
-    with sealed_update(target):
+    with models.sealed_update(target):
         if rebase_reference or reference_path(target).exists():
             reference = (build_reference(data, calibrator(raw), y, patients, raw,
                                          description=f"the recalibration data: discharges from {since} ({len(data):,})")
                          if rebase_reference else {**load_model_reference(target),
                                                    "risk": _remapped_risk(load_model_reference(target), calibrator)})
             reference_path(target).write_text(json.dumps(_clean(reference), indent=1, sort_keys=True) + "\n")
-        with open(target / CHANGES_FILE, "a", encoding="utf-8") as handle:
+        with open(target / models.CHANGES_FILE, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, sort_keys=True) + "\n")
-    write_card(target)
-    return {**record, "to_version": ReadmitPredictor.load(target).model_version, "folder": str(target)}
+    models.write_card(target)
+    return {**record, "to_version": models.ReadmitPredictor.load(target).model_version, "folder": str(target)}
 
 
 # --- promotion ---------------------------------------------------------------------------------------
@@ -1082,7 +1095,7 @@ def promote(model_dir: str | Path, by: Optional[str] = None, path: Optional[Path
     """Record that `model_dir` now serves: checked (manifest and a full load) first, the record replaced
     atomically, and every promotion appended to model_promotions.jsonl beside it."""
     folder = Path(model_dir).resolve()
-    predictor = ReadmitPredictor.load(folder)
+    predictor = _model_layer().ReadmitPredictor.load(folder)
     path = path or promotion_file()
     previous = promotion_record(path)
     record = {"model_dir": str(folder), "model_version": predictor.model_version, "promoted_by": by or getpass.getuser(),

@@ -167,7 +167,8 @@ def parse_features(payloads: Sequence[Any], names: Sequence[str] = FEATURE_COLUM
     schema = feature_schema(names)
     if not len(payloads):
         return schema.empty_table().to_pandas(strings_to_categorical=categorical)
-    lines = "\n".join(p if isinstance(p, str) else json.dumps(p) for p in payloads).encode()
+    texts = payloads if isinstance(payloads[0], str) else [json.dumps(p) for p in payloads]  # one type a column
+    lines = "\n".join(texts).encode()
     options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
     table = pa_json.read_json(io.BytesIO(lines), parse_options=options,
                               read_options=pa_json.ReadOptions(block_size=1 << 24))

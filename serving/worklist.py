@@ -192,7 +192,7 @@ class WorklistIndex:
     def __init__(self, wh: Warehouse):
         wh = wh.pinned()   # the views, columns and figures below from one reading of the pointer
         self.root = wh.root
-        self._stack = contextlib.ExitStack()
+        self._stack = contextlib.ExitStack()   # holds the connection open for the index's lifetime
         self._con = self._stack.enter_context(wh.connect())
         self._con.execute(f"CREATE VIEW worklist AS {_index_sql(wh)}")
         self._con.execute(f"CREATE VIEW worklist_keys AS {_keys_sql(wh)}")
@@ -205,9 +205,6 @@ class WorklistIndex:
         latest = _first_value(wh, "SELECT max(discharge_time) FROM encounters") if dated else None
         self.first_discharge: Optional[dt.date] = pd.Timestamp(first).date() if first is not None else None
         self.latest_discharge: Optional[dt.date] = pd.Timestamp(latest).date() if latest is not None else None
-
-    def close(self) -> None:
-        self._stack.close()
 
     def query(self, sql: str, params: Optional[Sequence[Any]] = None,
               uploads: Optional[pd.DataFrame] = None) -> pd.DataFrame:
@@ -240,7 +237,8 @@ def _day_bounds(as_of: dt.date, window_days: int) -> tuple[dt.datetime, dt.datet
 def window_rows(index: WorklistIndex, as_of: dt.date, window_days: int,
                 uploads: Optional[pd.DataFrame] = None) -> pd.DataFrame:
     """One row per patient discharged in the window ending on `as_of`: the patient's latest discharge, with
-    `readmitted_at`, the first admission after it up to the end of `as_of` (NaT when none)."""
+    `readmitted_at`, the first admission after it up to the end of `as_of` (NaT when none). The rows that
+    touch the window are read from the Parquet tables once (a materialized CTE), then ranked and joined."""
     lo, hi = _day_bounds(as_of, window_days)
     return index.query(
         "WITH span AS MATERIALIZED (SELECT * FROM all_rows WHERE (discharge_time >= ? AND discharge_time < ?) "

@@ -145,6 +145,34 @@ def test_metrics_scrape_gives_requests_errors_and_latency():
     assert [a.severity for a in monitoring._service_alerts({"metrics": metrics})] == ["act"]
 
 
+# --- the log matched to outcomes, on both backends ------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_each_encounter_counts_once_with_its_outcome_and_status(backend, request, tmp_path):
+    url = (f"sqlite:///{tmp_path / 'ops.sqlite3'}" if backend == "sqlite"
+           else request.getfixturevalue("postgres_database"))
+    engine = engine_for(url)
+    migrate(engine)
+    ids = ["A", "B", "C", "D"]
+    predictions = pd.DataFrame({"encounter_id": ids, "patient_id": ["P1", "P2", "P3", "P4"],
+                                "risk": [0.1, 0.2, 0.3, 0.4], "risk_tier": ["Low"] * 4, "eligible": [True] * 4,
+                                "problem": [None] * 4})
+    features = predictions.assign(source="s", discharge_time=pd.to_datetime(
+        ["2026-09-01 10:00", "2026-09-02 10:00", "2026-09-03 10:00", "2026-10-30 10:00"]))
+    log_predictions(engine, "warehouse", predictions, features, "v1")
+    log_predictions(engine, "api", predictions.iloc[:1].assign(risk=0.9), features, "v2")   # A again, later
+    write_outcomes(engine, pd.DataFrame({"source": ["s", "s", "s"], "encounter_id": ["A", "B", "D"],
+                                         "readmitted_30d": [True, None, False],
+                                         "readmission_date": [None, dt.date(2026, 9, 20), None]}), origin="upload")
+    rows = monitoring.load_monitoring_rows(engine, dt.date(2026, 11, 1)).set_index("encounter_id")
+    assert rows.loc["A", "risk"] == 0.9 and rows.loc["A", "model_version"] == "v2" and len(rows) == 4
+    assert rows["label"].to_dict() == pytest.approx({"A": 1.0, "B": 1.0, "C": np.nan, "D": np.nan}, nan_ok=True)
+    assert rows["status"].to_dict() == {"A": "known", "B": "known", "C": "unknown", "D": "unmatured"}
+    only_v1 = monitoring.load_monitoring_rows(engine, dt.date(2026, 11, 1), model_version="v1")
+    assert only_v1.set_index("encounter_id").loc["A", "risk"] == 0.1
+    engine.dispose()
+
+
 # --- stable data: no drift alert ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("seed", [1, 2])
