@@ -128,7 +128,7 @@ def _score_warehouse(args) -> int:
     from etl.score import spark_scoring
     from serving.scoring import ScoringService
     started = time.perf_counter()
-    warehouse = Warehouse(args.warehouse)
+    warehouse = Warehouse(args.warehouse).pinned()  # one reading of the pointer for the whole run
     rows = int(warehouse.manifest("encounters").get("rows") or 0) if warehouse.has_table("encounters") else 0
     if spark_scoring(rows, args.master):
         return _score_warehouse_spark(args, started)
@@ -140,11 +140,14 @@ def _score_warehouse(args) -> int:
         raise UserError(f"warehouse {args.warehouse} has no encounters to score")
     service = ScoringService.load(_model_dir(args), explain=not args.no_explain)
     predictions = service.score_encounters(encounters, explain=not args.no_explain)
-    version = write_predictions(args.warehouse, predictions, manifest={
-        "model_version": service.model_version, "model_dir": str(service.model_dir),
-        "explained": not args.no_explain, "explanation_background": service.background_source,
-        "explanation_method": "two-sided Shapley" if not args.no_explain else None,
-        "encounters_version": warehouse.current_tables().get("encounters")})
+    try:
+        version = write_predictions(args.warehouse, predictions, manifest={
+            "model_version": service.model_version, "model_dir": str(service.model_dir),
+            "explained": not args.no_explain, "explanation_background": service.background_source,
+            "explanation_method": "two-sided Shapley" if not args.no_explain else None},
+            encounters_version=warehouse.current_tables()["encounters"])
+    except WarehouseError as error:  # an ETL published new encounters meanwhile: these scores are stale
+        raise UserError(str(error)) from error
     print(f"readmit score: {len(predictions)} predictions written to {args.warehouse} "
           f"(predictions version {version}, {time.perf_counter() - started:.1f} s)", file=sys.stderr)
     return 0

@@ -341,8 +341,7 @@ def monitoring_performance_figure(report: Mapping[str, Any]) -> go.Figure:
     """AUROC and the call list's PPV by period: realised (solid, 95% interval shaded) once outcomes have
     matured, estimated from the risks alone (dashed) for every period; the reference dotted."""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
-                        subplot_titles=("AUROC (discrimination)", "PPV of the call list (share of called patients "
-                                                                  "readmitted)"))
+                        subplot_titles=("AUROC", "PPV of the call list"))
     realised, estimated = _performance_rows(report, "realised"), _performance_rows(report, "estimated")
     if not realised.empty:
         band = pd.concat([realised["start"], realised["start"][::-1]])
@@ -366,8 +365,9 @@ def monitoring_performance_figure(report: Mapping[str, Any]) -> go.Figure:
         _no_data(fig, "No scored discharges in the prediction log yet")
     fig.update_yaxes(title_text="AUROC", row=1, col=1)
     fig.update_yaxes(title_text="PPV", tickformat=".0%", row=2, col=1)
-    fig.update_layout(title="Performance over time", height=520, template="plotly_white",
-                      margin=dict(l=60, r=20, t=80, b=40), legend=dict(orientation="h", y=1.12, x=0))
+    fig.update_layout(title="Performance over time", height=540, template="plotly_white",
+                      margin=dict(l=60, r=20, t=60, b=40), legend=dict(orientation="h", y=-0.08, x=0,
+                                                                       yanchor="top"))
     return fig
 
 
@@ -387,7 +387,7 @@ def monitoring_calibration_figure(report: Mapping[str, Any]) -> go.Figure:
                          arrayminus=realised["observed_rate"] - realised["observed_low"], color=PALETTE[0])))
     if realised.empty:
         _no_data(fig, "No matured outcomes yet: observed rates appear 30 days after a period ends")
-    fig.update_layout(title="Calibration by period: observed and predicted 30-day readmission rate",
+    fig.update_layout(title="Observed and predicted readmissions",
                       yaxis=dict(title="readmission rate", tickformat=".1%", rangemode="tozero"), height=380,
                       template="plotly_white", margin=dict(l=60, r=20, t=60, b=40),
                       legend=dict(orientation="h", y=1.08, x=0))
@@ -415,9 +415,9 @@ def monitoring_drift_figure(report: Mapping[str, Any], top: Optional[int] = None
         colorscale=[[0, "#FFFFFF"], [0.2, "#FBE3C8"], [0.5, _WATCH_COLOUR], [1, _ACT_COLOUR]],
         colorbar=dict(title="PSI", tickvals=[0, 0.1, 0.25, 0.5], ticktext=["0", "0.1", "0.25", "≥0.5"]),
         hovertemplate="%{y}<br>%{x|%b %Y}: PSI %{customdata:.3f}<extra></extra>"))
-    fig.update_layout(title="Drift of each model input against the reference (PSI; W watch, A act)",
+    fig.update_layout(title="Drift by input (PSI; W watch, A act)",
                       height=max(320, 18 * len(order) + 140), template="plotly_white",
-                      margin=dict(l=260, r=20, t=60, b=40), yaxis=dict(autorange="reversed", automargin=True))
+                      margin=dict(l=10, r=10, t=60, b=40), yaxis=dict(autorange="reversed", automargin=True))
     return fig
 
 
@@ -442,9 +442,9 @@ def monitoring_fairness_figure(report: Mapping[str, Any], metric: str = "sensiti
                      arrayminus=rows["ratio"] - rows["ratio_low"], color=NEUTRAL),
         customdata=rows[["reference", "cell"]].to_numpy(),
         hovertemplate="%{y}: %{x:.2f} x %{customdata[0]} (n=%{customdata[1]})<extra></extra>"))
-    fig.update_layout(title=f"Fairness: {metric.replace('_', ' ')} ratio to the largest group (95% interval)",
+    fig.update_layout(title=f"{metric.replace('_', ' ').capitalize()}: ratio to the largest group",
                       xaxis_title="ratio (1 = same as the largest group)", height=max(300, 22 * len(rows) + 120),
-                      template="plotly_white", margin=dict(l=220, r=20, t=60, b=40),
+                      template="plotly_white", margin=dict(l=10, r=20, t=60, b=40),
                       yaxis=dict(autorange="reversed", automargin=True), showlegend=False)
     return fig
 
@@ -460,7 +460,7 @@ def monitoring_volume_figure(report: Mapping[str, Any]) -> go.Figure:
                                  ("unknown", "matured, outcome missing", _ACT_COLOUR),
                                  ("unmatured", "not yet 30 days after discharge", "#BBBBBB")):
         fig.add_trace(go.Bar(x=x, y=periods[column], name=name, marker_color=colour))
-    fig.update_layout(barmode="stack", title="Scored discharges by period and outcome status", height=340,
+    fig.update_layout(barmode="stack", title="Scored discharges and outcomes", height=340,
                       template="plotly_white", yaxis_title="discharges", margin=dict(l=60, r=20, t=60, b=40),
                       legend=dict(orientation="h", y=1.1, x=0))
     return fig

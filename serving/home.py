@@ -36,6 +36,9 @@ def data_status(root: str) -> DataStatus:
         return DataStatus(str(root), (), False, problem=f"The warehouse pointer cannot be read: {error}")
     tables = tuple(sorted(pointer.get("tables", {})))
     version = json.dumps(pointer.get("tables", {}), sort_keys=True)
+    stale = Warehouse(str(root)).predictions_problem
+    if stale:  # never show risks next to encounters they were not computed from
+        return DataStatus(str(root), tables, False, version=version, problem=stale)
     if "predictions" not in tables:
         return DataStatus(str(root), tables, False, version=version,
                           problem=(f"No scored patients in the warehouse at {root}. Build one with "
