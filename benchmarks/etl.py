@@ -147,9 +147,9 @@ def measure(command: list[str], env: dict | None = None) -> dict:
 
     CPU-seconds sum each process's own user + system time at its last sample (a process's last
     `SAMPLE_SECONDS` before it exits are missed); the peak is the largest sum of resident memory of
-    the tree at one sample (pages shared between forked workers count once per process). The child's
-    last stdout line is returned as "out"."""
-    peak, cpu = 0, {}
+    the tree at one sample (pages shared between forked workers count once per process), split by
+    process name at that sample in "peak_mb_by_process". The child's last stdout line is "out"."""
+    peak, peak_parts, cpu = 0, {}, {}
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "OMP_NUM_THREADS": "1", **(env or {})})
@@ -157,20 +157,22 @@ def measure(command: list[str], env: dict | None = None) -> dict:
     done = threading.Event()
 
     def sample():
-        nonlocal peak
+        nonlocal peak, peak_parts
         while not done.is_set():
             try:
                 tree = [watched] + watched.children(recursive=True)
             except psutil.Error:
                 tree = []
-            rss = 0
+            parts: dict[str, int] = {}
             for p in tree:
                 try:
-                    rss += p.memory_info().rss
+                    name = p.name()
+                    parts[name] = parts.get(name, 0) + p.memory_info().rss
                     cpu[(p.pid, p.create_time())] = _own_cpu(p)
                 except psutil.Error:
                     pass
-            peak = max(peak, rss)
+            if sum(parts.values()) > peak:
+                peak, peak_parts = sum(parts.values()), parts
             time.sleep(SAMPLE_SECONDS)
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -181,6 +183,7 @@ def measure(command: list[str], env: dict | None = None) -> dict:
     if process.returncode != 0:
         raise RuntimeError(f"{command[2:5]} failed:\n{err[-3000:]}")
     return {"seconds": seconds, "cpu_s": sum(cpu.values()), "peak_mb": peak / 2**20,
+            "peak_mb_by_process": {name: rss / 2**20 for name, rss in peak_parts.items()},
             "load_avg_1m": os.getloadavg()[0], "out": out.strip().splitlines()[-1]}
 
 
