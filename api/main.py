@@ -30,6 +30,7 @@ from api.routes import health, metrics, predict
 from api.security import ApiSettings, AuthThrottle
 from core import icd
 from core.config import Settings
+from core.warehouse import Warehouse
 from serving.scoring import ScoringService
 
 log = logging.getLogger("uvicorn.error")  # uvicorn's own log: each worker's model load shows beside its start
@@ -38,8 +39,12 @@ ScorerLoader = Callable[[str], Any]
 
 
 def load_scoring_service(model_dir: str) -> Any:
-    """The model, loaded once per worker; torch threads come from READMIT_TORCH_THREADS."""
-    return ScoringService.load(model_dir)
+    """The model, loaded once per worker; torch threads come from READMIT_TORCH_THREADS. When the
+    configured warehouse holds encounters, every request takes its patient's history from it, as the
+    batch scorer does, so the API gives the same risk and reasons as the worklist."""
+    root = Settings().warehouse
+    history = root if Warehouse(root).has_table("encounters") else None
+    return ScoringService.load(model_dir, warehouse=history)
 
 
 def _paths(router: Any) -> set[str]:

@@ -87,8 +87,8 @@ def naive_drift(rows: pd.DataFrame, reference: pd.DataFrame, names: list[str]) -
     months = rows["discharge"].dt.to_period("M")
     cells = 0
     for name in names:
-        ref = reference[name]
-        for _, values in rows[name].groupby(months):
+        ref = reference[name].astype(object if name not in NUMERIC_NAMES else np.float64)
+        for _, values in rows[name].astype(ref.dtype).groupby(months):
             if name in NUMERIC_NAMES:
                 edges = np.unique(np.nanquantile(ref.astype(float), np.linspace(0, 1, 11)))
                 bins = [-np.inf, *edges[1:-1], np.inf]

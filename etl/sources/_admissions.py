@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Optional
 
 import pandas as pd
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -25,7 +26,7 @@ from pyspark.sql import types as T
 from core.labels import labels_from_dates
 from etl.sources._csv import conform
 from etl.spark_schema import encounter_struct
-from etl.transform import fill_history, map_patients
+from etl.transform import arrow_table, fill_history, map_patients
 
 EMERGENCY_ADMISSION_TYPE = "emergency"
 PRIOR_DAYS = 365
@@ -66,7 +67,8 @@ def add_history_and_labels(admissions: DataFrame) -> DataFrame:
     partitions = int(admissions.sparkSession.conf.get("spark.sql.shuffle.partitions"))
     with_death = T.StructType(encounter_struct().fields + [T.StructField("death_date", T.DateType())])
 
-    def complete(patients: pd.DataFrame) -> pd.DataFrame:
-        return fill_history(labels_from_dates(patients, until))
-    return map_patients(conform(add_prior_visits(admissions), with_death), complete, encounter_struct(),
-                        partitions)
+    schema = encounter_struct()
+
+    def complete(patients: pd.DataFrame) -> pa.Table:
+        return arrow_table(fill_history(labels_from_dates(patients, until)), schema)
+    return map_patients(conform(add_prior_visits(admissions), with_death), complete, schema, partitions)
