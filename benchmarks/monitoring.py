@@ -8,13 +8,15 @@ years until the log holds `--rows` rows, each with an outcome, in a SQLite datab
 `readmit monitor` command (a fresh process: start-up, reading and parsing the log, every check, the JSON
 report), and, as a peer, the same drift computation done naively with pandas (per input and month: bin
 with `pd.cut` / `value_counts`, PSI in Python, `scipy.stats.ks_2samp` / chi-squared) on the rows already
-in memory. Prints seconds, rows per second and the ratio.
+in memory. Prints seconds (wall and CPU, with the load average: on a shared machine the wall time
+follows the load), rows per second and the ratio.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -125,14 +127,18 @@ def main() -> int:
     env = dict(os.environ, READMIT_DATABASE_URL=f"sqlite:///{db}", OMP_NUM_THREADS="1")
     command = [sys.executable, "-m", "cli.main", "monitor", "--as-of", AS_OF.isoformat(), "--reference", reference,
                "--output", str(folder / "report.json")]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     took = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode not in (0, 3):
         print(done.stderr)
         return 1
     print(f"readmit monitor over {args.rows:,} logged predictions with outcomes: {took:.1f} s, "
-          f"{args.rows / took:,.0f} rows/s (exit code {done.returncode}; {done.stderr.strip().splitlines()[-1]})")
+          f"{args.rows / took:,.0f} rows/s; {cpu:.1f} s of CPU; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores (exit code {done.returncode}; {done.stderr.strip().splitlines()[-1]})")
 
     engine = engine_for(f"sqlite:///{db}")
     started = time.perf_counter()
