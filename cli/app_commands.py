@@ -9,7 +9,7 @@ prints how long each step took, starts Streamlit and prints the time until the w
 The demo's data follow the generator's "drift" scenario, and the build goes live like a hospital would
 (docs/monitoring.md): the shipped model is recalibrated on the first year's outcomes into
 data/warehouse-model (beside the warehouse), which scores the warehouse; the second year's predictions
-and the outcomes are logged, so the Monitoring page shows the shift six months before the end.
+and the outcomes are logged, so the Monitoring page shows the shift eight months before the end.
 
 The model served: --model, else READMIT_MODEL_DIR, else the promoted one (`readmit promote`), else the
 demo's own (demo only), else the shipped champion.

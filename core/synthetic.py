@@ -19,8 +19,9 @@ backwards by the patient's own span (first admission to last discharge): patient
 would lie before the window (the burn-in) are never emitted, the earlier stays of those who reach into
 it are kept as their history (so `encounter_seq` and `days_since_last_discharge` are in steady state
 on the window's first day, as derived from the data itself), and stays not yet discharged by `end`
-are dropped. Scenario "drift" (`SCENARIOS`) changes the data from `drift_start(end)` on: see
-`_drifted`. A patient's stays are chained: discharge, gap, next admission. Whether a stay is readmitted is drawn
+are dropped. A stay drawn readmitted is never a patient's last (`_settled`): every readmission is in the
+data. Scenario "drift" (`SCENARIOS`) changes the data from `drift_start(end)` on: see the `DRIFT_`
+constants. A patient's stays are chained: discharge, gap, next admission. Whether a stay is readmitted is drawn
 first from the fitted logistic model and the gap then follows it (1-29 days when readmitted, 32 days
 or more when not; a readmission is an unplanned admission of known type). The label itself is then
 derived from those dates by the project's one rule (`core.labels.labels_from_dates`), the data being
@@ -52,6 +53,7 @@ BLOCK_ROWS = 32
 # simulates twice what it emits; a block that still runs short (rare) simulates another round.
 CANDIDATE_ROWS = 2 * BLOCK_ROWS
 ROUND_STRIDE = 10**9             # candidate numbers of round r start at r * ROUND_STRIDE
+SETTLE_ROUNDS = 5                # simulations until every drawn readmission is a stay in the data (`_settled`)
 DEFAULT_END = dt.date(2026, 11, 28)
 WINDOW_DAYS = 730
 SCENARIOS = ("stable", "drift")
@@ -59,11 +61,11 @@ SCENARIOS = ("stable", "drift")
 # drift on through the Spark ETL (local Spark workers inherit it); every other caller passes `scenario`.
 SCENARIO_VARIABLE = "READMIT_SYNTHETIC_SCENARIO"
 # Scenario "drift", from `drift_start(end)` on (assumptions, chosen to be visible in a demo):
-DRIFT_DAYS_BEFORE_END = 183      # the shift starts six months before `end`
+DRIFT_DAYS_BEFORE_END = 240      # the shift starts eight months before `end`
 DRIFT_OLDER_WEIGHT = 2.0         # new patients: age bands from 70 on twice as frequent
 DRIFT_EMERGENCY_SHARE = 0.5      # new patients: half of their other admissions become emergencies...
 DRIFT_EMERGENCY_VISITS = 1       # ...and one more emergency visit in the year before each stay
-DRIFT_READMISSION_LOGIT = 1.5    # new patients: readmission log-odds up by this, unexplained by any field
+DRIFT_READMISSION_LOGIT = 0.5    # every stay after the date: readmission log-odds up, unexplained by any field
 DRIFT_EXTRA_DIAGNOSES = 3        # coding change, every discharge: three more diagnoses recorded...
 MAX_DIAGNOSES = 16               # ...up to the most a claim can hold
 # Gaps between a discharge and the next admission (assumptions: Diabetes 130 has no dates).
@@ -349,7 +351,7 @@ def _more_emergencies(u, shifted: np.ndarray, unplanned: np.ndarray, types: np.n
 
 
 def _raised(probability: np.ndarray, shifted: np.ndarray) -> np.ndarray:
-    """Readmission probability with `DRIFT_READMISSION_LOGIT` added to the log-odds of shifted rows."""
+    """Readmission probability with `DRIFT_READMISSION_LOGIT` added to the log-odds of the `shifted` stays."""
     logit = np.log(probability) - np.log1p(-probability)
     return np.where(shifted, 1.0 / (1.0 + np.exp(-(logit + DRIFT_READMISSION_LOGIT))), probability)
 
@@ -366,11 +368,12 @@ def _recoded(frame: pd.DataFrame, end: dt.date) -> pd.DataFrame:
 # --- the generator, block by block ---------------------------------------------------------------
 
 def _stays(candidates: np.ndarray, starts: np.ndarray, seed: int, end: dt.date,
-           shifted: Optional[np.ndarray] = None,
-           first_admit: Optional[np.ndarray] = None) -> tuple[pd.DataFrame, np.ndarray]:
+           shifted: Optional[np.ndarray] = None, first_admit: Optional[np.ndarray] = None,
+           raised: Optional[np.ndarray] = None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Every candidate stay (flat candidate numbers, patients starting at `starts`), without encounter ids
-    and labels, and each patient's first admission day. `shifted` (one per patient) applies the case-mix
-    changes of scenario "drift" to those patients, whose placement `first_admit` then keeps."""
+    and labels, each patient's first admission day and whether each stay was drawn readmitted. For scenario
+    "drift": `shifted` (one per patient) gives those patients the new case mix, `first_admit` keeps their
+    placement, and `raised` (one per stay) raises those stays' readmission risk."""
     p = load_profile()
     rows = candidates
     n = len(rows)
@@ -436,8 +439,8 @@ def _stays(candidates: np.ndarray, starts: np.ndarray, seed: int, end: dt.date,
     })
     frame["age_band"] = np.asarray(AGE_BANDS)[band_index]  # provisional, for the readmission model
 
-    readmitted = u("readmitted") < _raised(readmission_probability(
-        readmission_design(frame, pd.Series(group)), p["readmission"]), shifted_row)
+    probability = readmission_probability(readmission_design(frame, pd.Series(group)), p["readmission"])
+    readmitted = u("readmitted") < (probability if raised is None else _raised(probability, raised))
 
     follows_readmission = (position > 0) & np.roll(readmitted, 1)
     frame["admission_type"], frame["admission_source"] = _more_emergencies(
@@ -453,7 +456,44 @@ def _stays(candidates: np.ndarray, starts: np.ndarray, seed: int, end: dt.date,
     age = np.minimum(first_age + np.floor((admit_day - admit_day[first_index]) / 365.25), 99)
     frame["age_years"] = age
     frame["age_band"] = np.asarray(AGE_BANDS)[(age // 10).astype(np.int64)]
-    return frame, first_admit
+    return frame, first_admit, readmitted
+
+
+def _settled(candidates: np.ndarray, starts: np.ndarray, seed: int, end: dt.date,
+             shifted_row: Optional[np.ndarray] = None, first_admit_row: Optional[np.ndarray] = None,
+             raised: Optional[np.ndarray] = None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """`_stays`, with every readmission in the data: a patient whose last stay is drawn readmitted goes on
+    into the next candidate stay (the next patient's becomes its own), and the blocks where that happened
+    are simulated again, until none is left (or `SETTLE_ROUNDS`; a block's last candidate has no next
+    one). `shifted_row` and `first_admit_row` (per stay) carry a patient's scenario and placement into its
+    new stays; a readmission takes the `raised` risk of the stay it follows. Returns the stays in candidate
+    order, the patient starts and each stay's patient's first admission day."""
+    starts, width = starts.copy(), CANDIDATE_ROWS
+    placed = np.zeros(candidates.size, dtype=np.int64)
+    todo, parts = np.arange(candidates.size // width), []
+    for round_ in range(SETTLE_ROUNDS):
+        rows = (todo[:, None] * width + np.arange(width)).ravel()
+        firsts = np.flatnonzero(starts[rows])
+        frame, first_admit, readmitted = _stays(
+            candidates[rows], starts[rows], seed, end, None if shifted_row is None else shifted_row[rows][firsts],
+            None if first_admit_row is None else first_admit_row[rows][firsts], None if raised is None else raised[rows])
+        placed[rows] = first_admit[np.cumsum(starts[rows]) - 1]
+        open_end = readmitted & np.append(starts[rows][1:], True) & (np.arange(rows.size) % width != width - 1)
+        reopened = np.unique(rows[open_end] // width) if round_ < SETTLE_ROUNDS - 1 else np.array([], dtype=np.int64)
+        frame["_block"] = np.repeat(todo, width)
+        parts.append(frame[~np.isin(frame["_block"], reopened)])
+        if not reopened.size:
+            break
+        starts[rows[open_end] + 1] = False
+        if raised is not None:
+            raised = raised.copy()
+            raised[rows[open_end] + 1] = raised[rows[open_end]]
+        if first_admit_row is not None:
+            first_admit_row = first_admit_row.copy()
+            first_admit_row[rows] = placed[rows]
+        todo = reopened
+    frame = pd.concat(parts, ignore_index=True).sort_values("_block", kind="mergesort")
+    return frame.drop(columns="_block").reset_index(drop=True), starts, placed
 
 
 def _candidate_stays(blocks: np.ndarray, round_: int, seed: int, end: dt.date, scenario: str) -> pd.DataFrame:
@@ -461,11 +501,12 @@ def _candidate_stays(blocks: np.ndarray, round_: int, seed: int, end: dt.date, s
     with their block (`_block`) and place among the block's candidates (`_order`)."""
     candidates = (round_ * ROUND_STRIDE + blocks[:, None] * CANDIDATE_ROWS
                   + np.arange(CANDIDATE_ROWS)[None, :]).astype(np.int64)
-    starts = patient_starts(seed, candidates, load_profile())
-    frame, first_admit = _stays(candidates.ravel(), starts, seed, end)
-    if scenario == "drift":  # again, with the new case mix for patients first admitted after the shift
-        shifted = first_admit >= _day_number(drift_start(end))
-        frame, _ = _stays(candidates.ravel(), starts, seed, end, shifted, first_admit)
+    flat = candidates.ravel()
+    frame, starts, first_admit = _settled(flat, patient_starts(seed, candidates, load_profile()), seed, end)
+    if scenario == "drift":  # again: new case mix for patients first admitted after the shift, more risk after it
+        day = _day_number(drift_start(end))
+        after = (frame["admit_time"] >= pd.Timestamp(drift_start(end))).to_numpy()
+        frame, _, _ = _settled(flat, starts, seed, end, first_admit >= day, first_admit, after)
         frame = _recoded(frame, end)
     frame["_block"] = np.repeat(blocks, CANDIDATE_ROWS)
     frame["_order"] = round_ * CANDIDATE_ROWS + np.tile(np.arange(CANDIDATE_ROWS), len(blocks))

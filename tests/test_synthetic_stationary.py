@@ -82,7 +82,10 @@ def test_drift_changes_nothing_before_it_starts(stable, drifted):
     a = stable.loc[stable["discharge_time"] < early, key]
     b = drifted.loc[drifted["discharge_time"] < early, key]
     shared = a.merge(b, on=key)
-    assert len(shared) >= 0.99 * max(len(a), len(b))
+    # the same stays, but for a few pushed out of their block by the extra readmissions after the shift
+    assert len(shared) >= 0.95 * max(len(a), len(b))
+    for name in ("age_years", "number_diagnoses", "length_of_stay_days"):
+        assert b[name].mean() == pytest.approx(a[name].mean(), rel=0.02), name
 
 
 def test_drift_changes_case_mix_coding_and_risk_after_it_starts(stable, drifted):
