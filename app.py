@@ -6,6 +6,7 @@ import logging
 import pandas as pd
 import streamlit as st
 
+from core import vocabulary
 from serving import figures
 from serving.worklist import count_words
 from ui import chrome, data
@@ -44,15 +45,16 @@ def home(status) -> None:
         st.subheader("Risk bands")
         st.dataframe(pd.DataFrame({"risk band": [band(t) for t in summary.tier_counts],
                                    "discharges": list(summary.tier_counts.values())}),
-                     hide_index=True, width="stretch")
+                     hide_index=True, width="stretch",
+                     column_config={"discharges": st.column_config.NumberColumn(format="localized")})
         st.subheader("Data freshness")
         fresh = {
             "Latest discharge": summary.last_discharge.strftime("%Y-%m-%d") if summary.last_discharge else "no dates",
-            "Scored at": summary.scored_at.strftime("%Y-%m-%d %H:%M") if summary.scored_at else "unknown",
+            "Scored at": summary.scored_at.strftime("%Y-%m-%d %H:%M UTC") if summary.scored_at else "unknown",
             "Model version": ", ".join(summary.model_versions) or "unknown",
-            "Data source": ", ".join(status.sources) or "unknown",
+            "Data source": ", ".join(vocabulary.label("source", s) for s in status.sources) or "unknown",
         }
-        st.table(pd.DataFrame({"": list(fresh), "value": list(fresh.values())}).set_index(""))
+        st.table(pd.DataFrame({"": list(fresh), "value": list(fresh.values())}).set_index(""), hide_header=True)
     st.page_link("pages/1_Worklist.py", label="Open the worklist", icon=":material/arrow_forward:")
 
 

@@ -88,9 +88,11 @@ class MicroBatcher:
     one bad row cannot fail its neighbours.
     """
 
-    def __init__(self, scorer: Any, max_rows: int = 64, on_call: Optional[Any] = None) -> None:
+    def __init__(self, scorer: Any, max_rows: int = 64, on_call: Optional[Any] = None,
+                 on_scored: Optional[Any] = None) -> None:
         self.scorer = scorer
         self.on_call = on_call  # called with the row count of every scoring call (metrics)
+        self.on_scored = on_scored  # called with (canonical records or frame, prediction rows) of every call
         self.max_rows = max_rows
         self.independent = getattr(scorer, "warehouse", None) is None  # no history: records stand alone
         self._queue: Optional[asyncio.Queue] = None
@@ -142,10 +144,15 @@ class MicroBatcher:
 
     def _score_rows(self, rows: list[_Row]) -> list[dict[str, Any]]:
         if self._alone(rows[0]):
-            return self.scorer.score_records([canonical_record(row.encounter) for row in rows])
-        scored = self.scorer.score_encounters(to_canonical_frame([row.encounter for row in rows]),
-                                              explain=rows[0].explain, top_reasons=3)
-        return scored.to_dict(orient="records")
+            inputs: Any = [canonical_record(row.encounter) for row in rows]
+            scored = self.scorer.score_records(inputs)
+        else:
+            inputs = to_canonical_frame([row.encounter for row in rows])
+            scored = self.scorer.score_encounters(inputs, explain=rows[0].explain, top_reasons=3
+                                                  ).to_dict(orient="records")
+        if self.on_scored is not None:
+            self.on_scored(inputs, scored)  # the prediction log: a hand-over, written off this path
+        return scored
 
     async def _run(self) -> None:
         assert self._queue is not None
@@ -196,11 +203,17 @@ def get_metrics(request: Request) -> ApiMetrics:
     return request.app.state.metrics
 
 
+def get_prediction_log(request: Request) -> Any:
+    """A callable (canonical inputs, prediction rows or frame) -> None that logs served predictions."""
+    return getattr(request.app.state, "log_scored", None) or (lambda inputs, scored: None)
+
+
 SettingsDep = Annotated[ApiSettings, Depends(get_api_settings)]
 ScorerDep = Annotated[Scorer, Depends(get_scorer)]
 OptionalScorerDep = Annotated[Optional[Scorer], Depends(get_optional_scorer)]
 BatcherDep = Annotated[MicroBatcher, Depends(get_batcher)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
+PredictionLogDep = Annotated[Any, Depends(get_prediction_log)]
 PROTECTED: list[Any] = [Depends(require_api_key)]  # router-level guard: 401 without a valid key
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid API key"},

@@ -31,12 +31,20 @@ class ApiMetrics:
                                   **kwargs)
         self.auth_failures = Counter("readmit_api_auth_failures", "Requests that presented a wrong API key",
                                      **kwargs)
+        self.prediction_log = Counter("readmit_api_prediction_log_rows", "Predictions handed to the prediction "
+                                      "log, by outcome: logged, dropped (queue full) or failed (write error)",
+                                      ("outcome",), **kwargs)
+        for outcome in ("logged", "dropped", "failed"):
+            self.prediction_log.labels(outcome)  # every outcome shows, at 0, from the start
         self.auth_throttled = Counter("readmit_api_auth_throttled", "Requests refused with 429 after too many "
                                       "wrong API keys from one address", **kwargs)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
+
+    def observe_prediction_log(self, outcome: str, rows: int) -> None:
+        self.prediction_log.labels(outcome).inc(rows)
 
     def observe_risks(self, risks: Iterable[float | None]) -> None:
         for risk in risks:

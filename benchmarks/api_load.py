@@ -13,6 +13,11 @@ one keep-alive connection each) for S seconds per scenario:
    plus the best of 3 single batches;
 and prints one JSON object: latency percentiles, throughput, errors, each /predict scenario's throughput
 as a share of /health's from the same run, the load average before and after, and the aims.
+
+    python benchmarks/api_load.py --prediction-log-ab [--log-modes async sync] [--seconds 20] [--rounds 2]
+
+measures only scenario 2 on servers with the prediction log off and on (READMIT_API_PREDICTION_LOG), in
+alternating rounds, and prints each mode's throughput, its ratio to "off", and the rows the log counted.
 The key is generated per run (`secrets.token_urlsafe(32)`: passes the key-strength rule). Loopback only.
 """
 from __future__ import annotations
@@ -23,9 +28,11 @@ import datetime as dt
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -67,9 +74,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str, workers: int, key: str) -> tuple[subprocess.Popen, str]:
+def start_server(model: str, workers: int, key: str, extra_env: dict | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "READMIT_API_KEY": key, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "READMIT_API_KEY": key, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **(extra_env or {})}
     process = subprocess.Popen([sys.executable, "-m", "cli.main", "api", "--host", "127.0.0.1", "--port", str(port),
                                 "--workers", str(workers), "--model", model], cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -167,8 +174,55 @@ def run_scenarios(base: str, key: str, args: argparse.Namespace) -> dict:
     return out
 
 
+def log_counts(base: str, key: str) -> dict:
+    """The server's prediction-log counters (logged, dropped, failed) from /metrics."""
+    text = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {key}"}).text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("readmit_api_prediction_log_rows_total{"):
+            outcome = line.split('outcome="')[1].split('"')[0]
+            out[outcome] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def prediction_log_ab(args: argparse.Namespace) -> dict:
+    """/predict (distinct encounters, `--clients` clients) on two servers started side by side, one with the
+    prediction log off and one per mode in `--log-modes`, measured in alternating rounds so a change of
+    the machine's load hits every mode alike. The log goes to a temporary SQLite database."""
+    distinct = [json.dumps(r).encode() for r in batch_records(1000, seed=1)]
+    folder = tempfile.mkdtemp(prefix="readmit-api-log-bench-")
+    modes = ["off", *args.log_modes]
+    servers = {}
+    try:
+        for mode in modes:
+            servers[mode] = start_server(args.model, 1, args.key, {
+                "READMIT_API_PREDICTION_LOG": mode, "READMIT_DATABASE_URL": f"sqlite:///{folder}/ops.sqlite3"})
+        out: dict = {"load_average_before": load_average(), "clients": args.clients, "seconds": args.seconds,
+                     "rounds": []}
+        for _ in range(args.rounds):
+            out["rounds"].append({mode: asyncio.run(closed_loop(servers[mode][1], args.key, args.clients, args.seconds,
+                                                                "POST", "/predict", distinct)) for mode in modes})
+        for mode in modes:
+            out[f"{mode}_rps"] = round(float(np.mean([r[mode]["throughput_rps"] for r in out["rounds"]])), 1)
+            out[f"{mode}_p95_ms"] = round(float(np.mean([r[mode]["p95_ms"] for r in out["rounds"]])), 1)
+        out["ratio_vs_off"] = {mode: round(out[f"{mode}_rps"] / out["off_rps"], 3) for mode in args.log_modes}
+        time.sleep(2)
+        out["prediction_log_rows"] = {mode: log_counts(servers[mode][1], args.key) for mode in args.log_modes}
+        out["load_average_after"] = load_average()
+        return out
+    finally:
+        for process, _ in servers.values():
+            process.terminate()
+            process.wait(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prediction-log-ab", action="store_true",
+                        help="only /predict with the prediction log off against --log-modes (alternating rounds)")
+    parser.add_argument("--log-modes", nargs="+", default=["async"], choices=("async", "sync"))
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of --prediction-log-ab")
     parser.add_argument("--model", default=str(REPO / "models" / "champion"))
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=30, help="per scenario")
@@ -178,6 +232,10 @@ def main() -> int:
     parser.add_argument("--url", help="use a running server instead of starting one")
     parser.add_argument("--key", default=secrets.token_urlsafe(32), help="(default: a new random key)")
     args = parser.parse_args()
+    if args.prediction_log_ab:
+        print(json.dumps({"cpus": os.cpu_count(), "aim": "logged throughput >= 0.9 x unlogged",
+                          **prediction_log_ab(args)}, indent=1))
+        return 0
     result: dict = {"cpus": os.cpu_count(), "aims": AIMS, "runs": []}
     for workers in ([None] if args.url else args.workers):
         process = None

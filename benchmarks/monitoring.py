@@ -35,6 +35,7 @@ from core import synthetic  # noqa: E402
 from core.features import NUMERIC_NAMES  # noqa: E402
 from serving import monitoring  # noqa: E402
 from serving.database import engine_for, migrate  # noqa: E402
+from serving.monitoring import drift as monitoring_drift  # noqa: E402
 from serving.prediction_log import feature_payloads  # noqa: E402
 from serving.scoring import ScoringService  # noqa: E402
 
@@ -152,7 +153,7 @@ def main() -> int:
     summaries = [{"period": monitoring.period_id(p), "complete": True} for p in periods]
     names = [n for n in monitoring.MONITORED if n in chosen.profile["features"]]
     started = time.perf_counter()
-    monitoring._drift(rows, codes, periods, np.ones(len(rows), dtype=bool), chosen, summaries)
+    monitoring_drift._drift(rows, codes, periods, np.ones(len(rows), dtype=bool), chosen, summaries)
     ours = time.perf_counter() - started
     started = time.perf_counter()
     cells = naive_drift(rows, inside, names)

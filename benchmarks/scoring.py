@@ -41,7 +41,8 @@ import torch  # noqa: E402
 from core.encoding import encode  # noqa: E402
 from core.sources import diabetes130  # noqa: E402
 from etl.transform import _HASH_DIGITS, DEFAULT_RATIOS, DEFAULT_SALT  # noqa: E402
-from models.explain import reference_shapley, two_sided_shapley  # noqa: E402
+from models.explain import two_sided_shapley  # noqa: E402
+from models.explain_reference import reference_shapley  # noqa: E402
 from serving.scoring import ScoringService  # noqa: E402
 
 DEV_FILE = REPO.parent / "shared" / "data" / "diabetes130" / "diabetic_data_dev.csv"

@@ -170,15 +170,15 @@ def demo_model(root: str) -> Path:
 def _build_demo(args, root: str) -> dict[str, float]:
     """ETL of the drift scenario, go-live recalibration of the shipped model on the first year, scoring,
     then the prediction log from go-live on and the outcomes. Returns the seconds of each step."""
-    from core.synthetic import SCENARIO_VARIABLE, window_start
+    from core.synthetic import window_start
 
     env = _environment(args)
-    env[SCENARIO_VARIABLE] = "drift"
     cli = [sys.executable, "-m", "cli.main"]
     base_model = args.model or os.environ.get("READMIT_MODEL_DIR") or get_settings().model_dir
     go_live = window_start(dt.date.today()) + dt.timedelta(days=GO_LIVE_AFTER_DAYS)
     took = {"ETL": _step("synthetic cohort (drift scenario) through the ETL", cli + [
-        "etl", "--source", "synthetic", "--rows", str(args.rows), "--seed", str(args.seed), "--warehouse", root], env)}
+        "etl", "--source", "synthetic", "--scenario", "drift", "--rows", str(args.rows), "--seed", str(args.seed),
+        "--warehouse", root], env)}
     model = demo_model(root)
     shutil.rmtree(model, ignore_errors=True)
     took["go-live recalibration"] = _step("recalibration of the shipped model on the first year", cli + [

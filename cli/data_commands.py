@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import shutil
 import sys
 import urllib.error
@@ -48,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     etl.add_argument("--seed", type=int, default=0, help="synthetic: random seed")
     etl.add_argument("--end", type=_date, default=None,
                      help="synthetic: last day of the generated discharges, YYYY-MM-DD (default today)")
+    etl.add_argument("--scenario", choices=("stable", "drift"), default=None,
+                     help="synthetic: the generator's scenario (default READMIT_SYNTHETIC_SCENARIO, else stable; "
+                          "docs/synthetic.md)")
     etl.add_argument("--split-by", choices=["patient", "time"], default="patient")
     etl.add_argument("--ratios", default="0.7,0.15,0.15", help="train,validation,test shares of patients")
     etl.set_defaults(handler=etl_command)
@@ -81,6 +85,14 @@ def etl_command(args: argparse.Namespace) -> int:
     logging.getLogger("py4j").setLevel(logging.WARNING)  # its DEBUG lines drown the job's own logs
     from etl.pipeline import EtlOptions, run_etl
     from etl.transform import parse_ratios
+
+    if args.scenario:
+        from core.synthetic import SCENARIO_VARIABLE
+        if args.source != "synthetic":
+            raise UserError("--scenario applies to --source synthetic only")
+        # Spark's Python workers read the scenario from the environment they inherit from this process
+        # (local masters); on a cluster, give the executors the same variable (spark.executorEnv).
+        os.environ[SCENARIO_VARIABLE] = args.scenario
 
     options = EtlOptions(source=args.source, input=args.input, warehouse=args.warehouse, master=args.master,
                          driver_memory=args.driver_memory, rows=args.rows, seed=args.seed,

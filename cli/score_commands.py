@@ -1,7 +1,7 @@
 """`readmit score`: score a CSV file, or the whole warehouse into its `predictions` table.
 
     readmit score --input FILE.csv --output OUT.csv [--model DIR] [--format diabetes130|discharges]
-                  [--no-explain] [--warehouse W]
+                  [--no-explain] [--warehouse W] [--no-log]
     readmit score --warehouse W [--model DIR] [--no-explain] [--master M] [--driver-memory 2g]
     readmit score --build-background --warehouse W [--model DIR]
 
@@ -10,6 +10,11 @@ appear in OUT.csv with an empty risk and the problem, as do ineligible encounter
 with their reason. A problem names the rule a value breaks, never the value: nothing about a
 patient is logged or printed. Both files are formula-safe (`core.spreadsheet`): a text cell that a
 spreadsheet would run as a formula (=, +, -, @, tab, CR) starts with a quote.
+
+The scores of a file go to the prediction log (channel "cli", docs/monitoring.md) unless `--no-log`
+(evaluations and benchmarks). A warehouse run is logged by `readmit log-predictions` / `readmit monitor
+--warehouse` (channel "warehouse", from its go-live date), not here. The model: --model, else
+READMIT_MODEL_DIR, else the promoted model (`readmit promote`), else models/champion.
 """
 from __future__ import annotations
 
@@ -39,7 +44,8 @@ def register(subparsers) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", help="CSV to score (Diabetes 130 or the discharges template)")
     parser.add_argument("--output", help="CSV to write (with --input)")
-    parser.add_argument("--model", help="model folder (default: READMIT_MODEL_DIR or models/champion)")
+    parser.add_argument("--model", help="model folder (default: READMIT_MODEL_DIR, else the promoted model, "
+                                         "else models/champion)")
     parser.add_argument("--format", choices=("diabetes130", "discharges"),
                         help="input format (default: detected from the header)")
     parser.add_argument("--no-explain", action="store_true", help="skip reasons and attributions (faster)")
@@ -49,6 +55,8 @@ def register(subparsers) -> None:
                                          "spark://host:7077); without it, Spark (local[*]) scores warehouses of "
                                          "more than 200,000 encounters and one process the smaller ones")
     parser.add_argument("--driver-memory", default="2g", help="Spark driver memory of the Spark path")
+    parser.add_argument("--no-log", action="store_true",
+                        help="with --input: do not add these scores to the prediction log (evaluations, benchmarks)")
     parser.add_argument("--build-background", action="store_true",
                         help="summarize the warehouse's training features into the model folder's "
                              "explain_background.safetensors and exit")
@@ -57,8 +65,9 @@ def register(subparsers) -> None:
 
 
 def _model_dir(args) -> str:
-    from core.config import get_settings
-    return args.model or get_settings().model_dir
+    """--model, else READMIT_MODEL_DIR, else the promoted model, else the shipped champion."""
+    from serving.monitoring import serving_model_dir
+    return serving_model_dir(args.model)
 
 
 def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -103,6 +112,7 @@ def _score_file(args) -> int:
     predictions, errors = service.score_file(args.input, fmt=args.format, explain=not args.no_explain,
                                              warehouse=args.warehouse, include_invalid=True)
     _atomic_csv(predictions[list(OUTPUT_COLUMNS)], output)
+    logged = 0 if args.no_log else _log_file_scores(args, service, predictions)
     error_file = errors_path(output)
     if errors:
         _atomic_csv(errors_frame(errors), error_file)
@@ -117,8 +127,20 @@ def _score_file(args) -> int:
     invalid = int(predictions["problem"].notna().sum())
     print(f"readmit score: {len(predictions)} encounters, {scored} scored, {ineligible} ineligible, "
           f"{invalid} not scored for invalid values -> {output} "
-          f"({time.perf_counter() - started:.1f} s, model {service.model_version})", file=sys.stderr)
+          f"({time.perf_counter() - started:.1f} s, model {service.model_version}; "
+          f"{'not logged' if args.no_log else f'{logged} logged'})", file=sys.stderr)
     return 0
+
+
+def _log_file_scores(args, service, predictions: pd.DataFrame) -> int:
+    """The file's scores into the prediction log (channel "cli"), with the feature rows the model saw."""
+    from core.intake import read_input_file, to_canonical_rows
+    from serving.database import get_engine
+    from serving.prediction_log import log_predictions, with_context
+    raw, fmt = read_input_file(args.input, args.format)
+    canonical, _ = to_canonical_rows(raw, fmt)
+    features = with_context(service.features_for(canonical, args.warehouse), canonical) if len(canonical) else None
+    return log_predictions(get_engine(), "cli", predictions, features, service.model_version)
 
 
 def _score_warehouse(args) -> int:
@@ -126,6 +148,7 @@ def _score_warehouse(args) -> int:
     from core.predictions import write_predictions
     from core.warehouse import Warehouse, WarehouseError
     from etl.score import spark_scoring
+    from models.batch_scoring import EXPLANATION_METHOD
     from serving.scoring import ScoringService
     started = time.perf_counter()
     warehouse = Warehouse(args.warehouse).pinned()  # one reading of the pointer for the whole run
@@ -144,7 +167,7 @@ def _score_warehouse(args) -> int:
         version = write_predictions(args.warehouse, predictions, manifest={
             "model_version": service.model_version, "model_dir": str(service.model_dir),
             "explained": not args.no_explain, "explanation_background": service.background_source,
-            "explanation_method": "two-sided Shapley" if not args.no_explain else None},
+            "explanation_method": EXPLANATION_METHOD if not args.no_explain else None},
             encounters_version=warehouse.current_tables()["encounters"])
     except WarehouseError as error:  # an ETL published new encounters meanwhile: these scores are stale
         raise UserError(str(error)) from error
@@ -169,7 +192,7 @@ def _score_warehouse_spark(args, started: float) -> int:
 
 
 def _build_background(args) -> int:
-    from models.explain import background_from_warehouse, save_background
+    from models.explain_background import background_from_warehouse, save_background
     from models.inference import ReadmitPredictor
     if not args.warehouse:
         raise UserError("--build-background needs --warehouse W (its training features are summarized)")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import RowError, UserError
-from core.schema import COLUMNS, ENCOUNTER_FIELDS, INELIGIBLE_DISPOSITIONS, template_columns
+from core.schema import COLUMNS, ENCOUNTER_FIELDS, INELIGIBLE_DISPOSITIONS, LIST_SEPARATOR, template_columns
 from core.sources import diabetes130
 from core.sources.discharges import parse_discharges
 from core.validation import (
@@ -93,14 +93,41 @@ def warehouse_history(root: str, frame: pd.DataFrame) -> pd.DataFrame:
     return from_warehouse_frame(history)
 
 
+LIST_COLUMNS = tuple(f.name for f in ENCOUNTER_FIELDS if f.kind == "string_list")
+
+
+def _is_null(value: object) -> bool:
+    """None, pd.NA, NaN, NaT: a cell with no value (what DuckDB, Arrow and pandas each use for a null)."""
+    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, (float, np.floating))
+                                                                   and bool(np.isnan(value)))
+
+
+def warehouse_list(value: object, column: str = "list") -> Optional[list]:
+    """One list cell as read from the warehouse, as a python list of its items, or None when null.
+
+    A null list (None, pd.NA, NaN: "not recorded") stays None and an empty list (`[]`, an empty numpy
+    array: "recorded, nothing in it") stays `[]`; DuckDB gives numpy arrays, pandas nullable columns pd.NA.
+    A null item inside a list becomes None. A text cell is read as in a CSV (`;`-separated, blank =
+    null). Anything else is refused with the column's name (never the value)."""
+    if _is_null(value):
+        return None
+    if isinstance(value, str):
+        items = [item.strip() for item in value.split(LIST_SEPARATOR)]
+        return [item for item in items if item] or None
+    if isinstance(value, (list, tuple, np.ndarray, pd.Series, pd.api.extensions.ExtensionArray)):
+        items = value.tolist() if hasattr(value, "tolist") else list(value)
+        return [None if _is_null(item) else item for item in items]
+    raise UserError(f"warehouse column {column!r} holds a {type(value).__name__} where a list of text is expected")
+
+
 def from_warehouse_frame(table: pd.DataFrame) -> pd.DataFrame:
     """DuckDB's pandas output to canonical python values (lists, None for nulls)."""
     out = table.copy()
     for name in COLUMNS:
         if name not in out.columns:
             out[name] = None
-    for name in ("diagnoses", "medication_changes"):
-        out[name] = [None if v is None or (isinstance(v, float) and np.isnan(v)) else list(v) for v in out[name]]
+    for name in LIST_COLUMNS:
+        out[name] = pd.Series([warehouse_list(v, name) for v in out[name]], index=out.index, dtype=object)
     for f in ENCOUNTER_FIELDS:
         if f.kind in ("string", "bool") and out[f.name].dtype != object:
             out[f.name] = out[f.name].astype(object)

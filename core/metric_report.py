@@ -38,7 +38,9 @@ from core.metrics import (
 def patient_bootstrap_weights(patient_id, n_boot: int, seed: int = 0, chunk: int = 100):
     """Yield [chunk, n_rows] row-weight matrices: per replicate, patients are drawn with replacement
     and each row gets its patient's draw count. Deterministic for a seed."""
-    _, patient_index = np.unique(np.asarray(patient_id).astype(str), return_inverse=True)
+    ids = np.asarray(patient_id)
+    # integer codes (the prediction log's) need no text conversion, which costs seconds at a million rows
+    _, patient_index = np.unique(ids if ids.dtype.kind in "iu" else ids.astype(str), return_inverse=True)
     n_patients = int(patient_index.max()) + 1 if patient_index.size else 0
     rng = np.random.default_rng(seed)
     done = 0

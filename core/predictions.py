@@ -14,7 +14,7 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pandas as pd
 import pyarrow as pa
@@ -53,6 +53,8 @@ PREDICTIONS_SCHEMA = pa.schema([
     pa.field("problem", pa.string()),
     pa.field("scored_at", pa.timestamp("us", tz="UTC")),
 ])
+PREDICTION_COLUMNS = tuple(name for name in PREDICTIONS_SCHEMA.names if name != "scored_at")
+"""A prediction row as every scoring path returns it, before it is written (`scored_at` is the write's)."""
 
 
 def to_arrow(predictions: pd.DataFrame, scored_at: dt.datetime) -> pa.Table:
@@ -86,23 +88,40 @@ def write_predictions(root: str | Path, predictions: pd.DataFrame, manifest: Opt
     if is_remote(str(root)):
         raise ValueError("core.predictions writes local warehouses only")
     scored_at = scored_at or dt.datetime.now(dt.timezone.utc)
-    version = new_version(scored_at)
     table = to_arrow(predictions, scored_at)
-    record = {"table": TABLE, "version": version, "rows": table.num_rows, "scored_at": scored_at.isoformat(),
-              "writer": "core.predictions", **(manifest or {})}
+    record = {"table": TABLE, "scored_at": scored_at.isoformat(), "writer": "core.predictions", **(manifest or {})}
     if encounters_version is not None:
         record["encounters_version"] = encounters_version
+
+    def write(staging: Path) -> None:
+        staging.mkdir(parents=True, exist_ok=False)
+        pq.write_table(table, staging / "part-00000.parquet", compression="zstd")
+
+    return publish_version(root, new_version(scored_at), record, write)["version"]
+
+
+def publish_version(root: str | Path, version: str, record: dict[str, Any],
+                    write: Callable[[Path], None]) -> dict[str, Any]:
+    """Publish one new version of the `predictions` table, whoever computed it (this module, `etl.score`).
+
+    Under the warehouse's writer lock: `write(staging)` creates the dot-prefixed staging folder and its
+    Parquet files (nothing else), the manifest (`record` plus "version" and "rows", counted from the files)
+    is added, every file is fsynced, the folder is renamed whole into place and `CURRENT.json` is switched
+    (while it still names `record["encounters_version"]`, when the record has one: else WarehouseError and
+    the pointer is left as it was). Old versions are pruned afterwards. Returns the manifest.
+    """
+    folder = Path(table_version_path(local_path(root), TABLE, version))
 
     def publish(pointer: dict[str, Any]) -> None:
         if "encounters_version" in record:
             require_encounters(pointer, record["encounters_version"], root)
         switch_tables(pointer, {TABLE: version})
 
-    folder = Path(table_version_path(local_path(root), TABLE, version))
     with writing(root):
         staging = folder.parent / f".{version}.{uuid.uuid4().hex[:8]}.tmp"
-        staging.mkdir(parents=True, exist_ok=False)
-        pq.write_table(table, staging / "part-00000.parquet", compression="zstd")
+        write(staging)
+        rows = sum(pq.ParquetFile(path).metadata.num_rows for path in staging.glob("*.parquet"))
+        record = {**record, "version": version, "rows": rows}
         (staging / MANIFEST_FILE).write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
         for path in staging.iterdir():
             with open(path, "rb") as handle:
@@ -110,4 +129,4 @@ def write_predictions(root: str | Path, predictions: pd.DataFrame, manifest: Opt
         os.replace(staging, folder)  # a version folder appears whole or not at all
         update_pointer(root, publish)
     prune_versions(root, keep=KEEP_VERSIONS, tables=(TABLE,))
-    return version
+    return record

@@ -32,10 +32,7 @@ are only drawn for final stays and make the stay ineligible.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import os
-from functools import lru_cache
 from itertools import islice
 from pathlib import Path
 from typing import Any, Optional
@@ -45,9 +42,26 @@ import pandas as pd
 
 from core.labels import PLANNED_ADMISSION_TYPES, labels_from_dates
 from core.schema import AGE_BANDS, COLUMNS, LIST_SEPARATOR, template_columns
+from core.synthetic_profile import (
+    AGE_GROUP_EDGES,
+    INPATIENT_BUCKETS,
+    STAY_BUCKETS,
+    bucket,
+    cell_key,
+    load_profile,
+    readmission_design,
+    readmission_probability,
+)
+from core.synthetic_random import (
+    draw,
+    draw_by,
+    make_ids,
+    pick_weighted,
+    truncated_exponential,
+    uniforms,
+)
 
 SOURCE = "synthetic"
-PROFILE_PATH = Path(__file__).resolve().parent / "data" / "synthetic_profile.json"
 BLOCK_ROWS = 32
 # Candidate stays simulated per block: a few are dropped (not yet discharged by `end`), so a block
 # simulates twice what it emits; a block that still runs short (rare) simulates another round.
@@ -75,135 +89,6 @@ LATER_GAP_MIN_DAYS = 32
 LATER_GAP_SCALE_DAYS = 120.0
 LATER_GAP_MAX_DAYS = 700
 DISCHARGE_MINUTES = (9 * 60, 20 * 60)  # discharges happen between 09:00 and 20:00
-# Conditioning buckets of the profile (lower edges), shared with scripts/fit_synthetic_profile.py.
-STAY_BUCKETS = (1, 3, 5, 8)        # length of stay 1-2, 3-4, 5-7, 8+ days
-INPATIENT_BUCKETS = (0, 1, 2, 3)   # inpatient stays in the year before: 0, 1, 2, 3+
-AGE_GROUP_EDGES = (0, 60, 80)      # age under 60, 60-79, 80+
-
-READMISSION_DISPOSITIONS = ("home_health", "snf_rehab", "transfer_hospital", "against_advice", "other")
-READMISSION_GROUPS = ("circulatory", "respiratory", "digestive", "diabetes", "injury", "musculoskeletal",
-                      "genitourinary", "neoplasms")
-READMISSION_TERMS = (
-    ("log1p_prior_inpatient", "log1p_prior_emergency", "log1p_prior_outpatient", "log1p_length_of_stay",
-     "number_diagnoses", "log1p_num_medications", "log1p_num_lab_procedures", "num_procedures",
-     "age_decades", "diabetes_med", "any_medication_changed")
-    + tuple(f"disposition_{d}" for d in READMISSION_DISPOSITIONS)
-    + tuple(f"principal_{g}" for g in READMISSION_GROUPS))
-
-
-# --- the fitted profile ---------------------------------------------------------------------------
-
-@lru_cache(maxsize=4)
-def load_profile(path: str | Path = PROFILE_PATH) -> dict[str, Any]:
-    """The fitted profile (aggregates only). Cached: never mutate what it returns."""
-    return json.loads(Path(path).read_text())
-
-
-_BAND_MIDPOINTS = {band: int(band[1:band.index("-")]) + 5.0 for band in AGE_BANDS}
-
-
-def band_midpoint_years(age_band: pd.Series) -> np.ndarray:
-    """'[60-70)' -> 65.0; missing or unknown -> nan."""
-    return pd.to_numeric(age_band.map(_BAND_MIDPOINTS), errors="coerce").to_numpy(dtype=np.float64)
-
-
-def _is(values: pd.Series, level: str) -> np.ndarray:
-    return (values.to_numpy(dtype=object) == level).astype(np.float64)
-
-
-def readmission_design(encounters: pd.DataFrame, principal_group: pd.Series) -> np.ndarray:
-    """The readmission model's inputs (columns in `READMISSION_TERMS` order) from canonical encounters.
-
-    Used both to fit the model on real encounters and to draw synthetic labels, so both sides use the
-    same definitions. Missing counts become 0 and a missing age band the mean decade of the others.
-    """
-    def count(name: str) -> np.ndarray:
-        return pd.to_numeric(encounters[name], errors="coerce").fillna(0).to_numpy(dtype=np.float64)
-
-    age = band_midpoint_years(encounters["age_band"]) / 10.0
-    age = np.where(np.isnan(age), np.nanmean(age) if np.isfinite(age).any() else 0.0, age)
-    joined = [LIST_SEPARATOR.join(items) + LIST_SEPARATOR for items in encounters["medication_changes"]]
-    changed = [":up;" in text or ":down;" in text for text in joined]
-    columns = [np.log1p(count("prior_inpatient_visits")), np.log1p(count("prior_emergency_visits")),
-               np.log1p(count("prior_outpatient_visits")), np.log1p(count("length_of_stay_days")),
-               count("number_diagnoses"), np.log1p(count("num_medications")), np.log1p(count("num_lab_procedures")),
-               count("num_procedures"), age, _is(encounters["diabetes_med"], True),
-               np.asarray(changed, dtype=np.float64)]
-    columns += [_is(encounters["discharge_disposition"], d) for d in READMISSION_DISPOSITIONS]
-    columns += [_is(principal_group, g) for g in READMISSION_GROUPS]
-    return np.column_stack(columns)
-
-
-def bucket(values, edges: tuple[int, ...]) -> np.ndarray:
-    """Index of the bucket (given by ascending lower edges) each value falls in."""
-    return np.searchsorted(np.asarray(edges), np.asarray(values, dtype=np.float64), side="right") - 1
-
-
-def cell_key(group: str, stay_bucket: int) -> str:
-    return f"{group}/{stay_bucket}"
-
-
-def readmission_probability(design: np.ndarray, model: dict[str, Any]) -> np.ndarray:
-    """Logistic model of the profile applied to a design matrix."""
-    if tuple(model["terms"]) != READMISSION_TERMS:
-        raise ValueError("the profile's readmission terms differ from this code's: rerun scripts/fit_synthetic_profile.py")
-    logit = model["intercept"] + design @ np.asarray(model["coefficients"], dtype=np.float64)
-    return 1.0 / (1.0 + np.exp(-logit))
-
-
-# --- counter-based random numbers -----------------------------------------------------------------
-
-_MASK64 = (1 << 64) - 1
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _splitmix(x: np.ndarray) -> np.ndarray:
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def uniforms(seed: int, rows: np.ndarray, stream: str) -> np.ndarray:
-    """Uniform [0, 1) numbers, a pure function of (seed, row index, stream name)."""
-    key = int.from_bytes(hashlib.blake2b(f"{seed}/{stream}".encode(), digest_size=8).digest(), "little")
-    mixed = _splitmix(np.asarray(rows, dtype=np.int64).astype(np.uint64) * _GOLDEN + np.uint64(key & _MASK64))
-    return (mixed >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
-
-
-def _pick(u: np.ndarray, counts: list[int]) -> np.ndarray:
-    """Indices drawn with probabilities proportional to `counts` (inverse CDF)."""
-    cdf = np.cumsum(np.asarray(counts, dtype=np.float64))
-    return np.minimum(np.searchsorted(cdf / cdf[-1], u, side="right"), len(counts) - 1)
-
-
-def _table_values(table: dict[str, Any]) -> np.ndarray:
-    """Integer "values" of a binned table, or "levels" (objects; a null level stays None)."""
-    if "values" in table:
-        return np.asarray(table["values"], dtype=np.int64)
-    return np.asarray(table["levels"], dtype=object)
-
-
-def _draw(u: np.ndarray, table: dict[str, Any]) -> np.ndarray:
-    """Values of a {"levels" | "values", "counts"} table, drawn with probabilities proportional to counts."""
-    return _table_values(table)[_pick(u, table["counts"])]
-
-
-def _draw_by(u: np.ndarray, key_index: np.ndarray, tables: list[dict[str, Any]]) -> np.ndarray:
-    """Like `_draw`, from `tables[key_index]` of each row."""
-    out = np.empty(len(u), dtype=_table_values(tables[0]).dtype)
-    for key, table in enumerate(tables):
-        mask = key_index == key
-        if mask.any():
-            out[mask] = _draw(u[mask], table)
-    return out
-
-
-def _ids(prefix: str, numbers: np.ndarray, width: int = 10) -> np.ndarray:
-    """'SP0000000042'-style ids, built digit by digit (np.char.mod is far slower)."""
-    digits = (numbers[:, None] // 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)) % 10 + ord("0")
-    text = np.concatenate([np.tile(np.frombuffer(prefix.encode(), np.uint8), (len(numbers), 1)),
-                           digits.astype(np.uint8)], axis=1)
-    return np.ascontiguousarray(text).view(f"S{len(prefix) + width}").ravel().astype(str).astype(object)
 
 
 # --- patients: runs of rows inside fixed blocks ---------------------------------------------------
@@ -234,17 +119,13 @@ def patient_starts(seed: int, candidates: np.ndarray, profile: dict[str, Any]) -
 
 # --- the generator --------------------------------------------------------------------------------
 
-def _truncated_exponential(u: np.ndarray, scale: float, width: float) -> np.ndarray:
-    """Exponential(scale) restricted to [0, width), by inverse CDF."""
-    return -scale * np.log1p(-u * (1.0 - np.exp(-width / scale)))
-
 
 def _medication_lists(seed: int, rows: np.ndarray, profile: dict[str, Any]) -> list[list[str]]:
     """Per row, the diabetes drugs given as drug:status (drugs drawn independently, "no" left out)."""
     labels, level_index, offset = [], [], 0
     for drug, table in profile["medications"].items():
         labels += [f"{drug}:{level}" for level in table["levels"]]
-        level_index.append(offset + _pick(uniforms(seed, rows, f"drug:{drug}"), table["counts"]))
+        level_index.append(offset + pick_weighted(uniforms(seed, rows, f"drug:{drug}"), table["counts"]))
         offset += len(table["levels"])
     chosen = np.column_stack(level_index)
     given = ~np.isin(chosen, [i for i, label in enumerate(labels) if label.endswith(":no")])
@@ -262,11 +143,11 @@ def _prior_visits(u, position: np.ndarray, tables: dict[str, Any]) -> dict[str, 
     out = {}
     for history, rows in (("first", position == 0), ("later", position > 0)):
         table = tables[history]
-        inpatient = _draw(u("prior_inpatient_visits")[rows], table["prior_inpatient_visits"])
+        inpatient = draw(u("prior_inpatient_visits")[rows], table["prior_inpatient_visits"])
         cell = bucket(inpatient, INPATIENT_BUCKETS)
         drawn = {"prior_inpatient_visits": inpatient}
         for name in ("prior_emergency_visits", "prior_outpatient_visits"):
-            drawn[name] = _draw_by(u(name)[rows], cell, _cells(table[name], len(INPATIENT_BUCKETS)))
+            drawn[name] = draw_by(u(name)[rows], cell, _cells(table[name], len(INPATIENT_BUCKETS)))
         for name, values in drawn.items():
             out.setdefault(name, np.zeros(len(position), dtype=np.int64))[rows] = values
     return out
@@ -279,7 +160,7 @@ def _admissions(u: np.ndarray, unplanned: np.ndarray, table: dict[str, Any]) -> 
     counts = np.asarray(table["counts"])
     known_types = pd.Series(types)
     readmission_types = np.flatnonzero(known_types.notna() & ~known_types.isin(PLANNED_ADMISSION_TYPES))
-    pair = np.where(unplanned, readmission_types[_pick(u, counts[readmission_types])], _pick(u, counts))
+    pair = np.where(unplanned, readmission_types[pick_weighted(u, counts[readmission_types])], pick_weighted(u, counts))
     return types[pair], sources[pair]
 
 
@@ -299,9 +180,9 @@ def _timeline(u, starts: np.ndarray, los: np.ndarray, readmitted: np.ndarray, en
     is_last = np.append(starts[1:], True)
     gap_u = u("gap")
     gap = np.where(readmitted,
-                   READMIT_GAP_DAYS[0] + np.floor(_truncated_exponential(
+                   READMIT_GAP_DAYS[0] + np.floor(truncated_exponential(
                        gap_u, READMIT_GAP_SCALE_DAYS, READMIT_GAP_DAYS[1] - READMIT_GAP_DAYS[0] + 1)),
-                   LATER_GAP_MIN_DAYS + np.floor(_truncated_exponential(
+                   LATER_GAP_MIN_DAYS + np.floor(truncated_exponential(
                        gap_u, LATER_GAP_SCALE_DAYS, LATER_GAP_MAX_DAYS - LATER_GAP_MIN_DAYS))).astype(np.int64)
     advance = los + np.where(is_last, 0, gap)
     before = np.cumsum(advance) - advance
@@ -345,7 +226,7 @@ def _more_emergencies(u, shifted: np.ndarray, unplanned: np.ndarray, types: np.n
     together from the emergency pairs); a readmission keeps the pair drawn for it."""
     pair_types, pair_sources = (np.array(side, dtype=object) for side in zip(*table["levels"]))
     emergency = np.flatnonzero(pair_types == "emergency")
-    pick = emergency[_pick(u("drift_admission"), np.asarray(table["counts"])[emergency])]
+    pick = emergency[pick_weighted(u("drift_admission"), np.asarray(table["counts"])[emergency])]
     change = shifted & ~unplanned & (u("drift_emergency") < DRIFT_EMERGENCY_SHARE)
     return np.where(change, pair_types[pick], types), np.where(change, pair_sources[pick], sources)
 
@@ -388,39 +269,39 @@ def _stays(candidates: np.ndarray, starts: np.ndarray, seed: int, end: dt.date,
 
     cat = p["categorical"]
     groups = cat["principal_group"]["levels"]
-    group_index = _pick(u("principal_group"), cat["principal_group"]["counts"])
+    group_index = pick_weighted(u("principal_group"), cat["principal_group"]["counts"])
     group = np.asarray(groups, dtype=object)[group_index]
 
     def by_group(stream: str, tables: dict[str, dict[str, Any]]) -> np.ndarray:
-        return _draw_by(u(stream), group_index, [tables[g] for g in groups])
+        return draw_by(u(stream), group_index, [tables[g] for g in groups])
 
     los = by_group("length_of_stay_days", p["length_of_stay_days"])
     stay_cell = group_index * len(STAY_BUCKETS) + bucket(los, STAY_BUCKETS)
     stay_keys = [cell_key(g, k) for g in groups for k in range(len(STAY_BUCKETS))]
-    numeric = {name: _draw_by(u(name), stay_cell, [tables[key] for key in stay_keys])
+    numeric = {name: draw_by(u(name), stay_cell, [tables[key] for key in stay_keys])
                for name, tables in p["stay_numeric"].items()}
     prior = _prior_visits(u, position, p["prior_visits"])
     prior["prior_emergency_visits"] = prior["prior_emergency_visits"] + DRIFT_EMERGENCY_VISITS * shifted_row
-    n_codes = _draw(u("diagnosis_count"), p["diagnosis_count"])
+    n_codes = draw(u("diagnosis_count"), p["diagnosis_count"])
     diagnoses = np.column_stack([by_group(f"dx_{i}", p["codes"][f"dx_{i}"]) for i in (1, 2, 3)]).tolist()
     for i in np.flatnonzero(n_codes < 3):
         diagnoses[i] = diagnoses[i][:n_codes[i]]
     band_u = u("age_band", True)
-    bands = np.where(shifted_row, _draw(band_u, _older(cat["age_band"])), _draw(band_u, cat["age_band"]))
+    bands = np.where(shifted_row, draw(band_u, _older(cat["age_band"])), draw(band_u, cat["age_band"]))
     band_index = np.searchsorted(np.asarray(AGE_BANDS), bands.astype(str))
     first_age = band_index * 10 + np.floor(u("age_offset", True) * 10)
     age_group = bucket(first_age, AGE_GROUP_EDGES)
     disposition = np.where(
-        is_last, _draw_by(u("disposition"), age_group, _cells(p["disposition"]["last"], len(AGE_GROUP_EDGES))),
-        _draw_by(u("disposition"), age_group, _cells(p["disposition"]["not_last"], len(AGE_GROUP_EDGES))))
+        is_last, draw_by(u("disposition"), age_group, _cells(p["disposition"]["last"], len(AGE_GROUP_EDGES))),
+        draw_by(u("disposition"), age_group, _cells(p["disposition"]["not_last"], len(AGE_GROUP_EDGES))))
     medications = _medication_lists(seed, rows, p)
 
     frame = pd.DataFrame({
-        "patient_id": _ids("SP", first_row),
+        "patient_id": make_ids("SP", first_row),
         "source": SOURCE,
         "encounter_seq": pd.array(position + 1, dtype="Int64"),
-        "sex": _draw(u("sex", True), cat["sex"]),
-        "race": _draw(u("race", True), cat["race"]),
+        "sex": draw(u("sex", True), cat["sex"]),
+        "race": draw(u("race", True), cat["race"]),
         "discharge_disposition": disposition,
         "length_of_stay_days": los.astype(np.float64),
         "diagnoses": diagnoses,
@@ -431,11 +312,11 @@ def _stays(candidates: np.ndarray, starts: np.ndarray, seed: int, end: dt.date,
         "num_medications": pd.array(numeric["num_medications"], dtype="Int64"),
         "medication_changes": medications,
         "diabetes_med": np.array([bool(m) for m in medications]),
-        "a1c_result": _draw(u("a1c_result"), cat["a1c_result"]),
-        "glucose_result": _draw(u("glucose_result"), cat["glucose_result"]),
+        "a1c_result": draw(u("a1c_result"), cat["a1c_result"]),
+        "glucose_result": draw(u("glucose_result"), cat["glucose_result"]),
         **{name: pd.array(values, dtype="Int64") for name, values in prior.items()},
-        "payer": _draw(u("payer", True), cat["payer"]),
-        "admitting_specialty": _draw(u("admitting_specialty"), cat["admitting_specialty"]),
+        "payer": draw(u("payer", True), cat["payer"]),
+        "admitting_specialty": draw(u("admitting_specialty"), cat["admitting_specialty"]),
     })
     frame["age_band"] = np.asarray(AGE_BANDS)[band_index]  # provisional, for the readmission model
 
@@ -534,7 +415,7 @@ def _generate_blocks(first_block: int, blocks: int, seed: int, end: dt.date, sce
         round_ += 1
     frame = pd.concat(parts, ignore_index=True).sort_values(["_block", "_order"], kind="mergesort")
     frame = frame[(frame.groupby("_block").cumcount() < BLOCK_ROWS).to_numpy()].reset_index(drop=True)
-    frame["encounter_id"] = _ids("SE", first_block * BLOCK_ROWS + np.arange(len(frame), dtype=np.int64))
+    frame["encounter_id"] = make_ids("SE", first_block * BLOCK_ROWS + np.arange(len(frame), dtype=np.int64))
     frame = frame.drop(columns=["_block", "_order"])
 
     frame["readmitted_30d"] = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
@@ -21,16 +22,8 @@ import pandas as pd
 from core import reasons as reason_text
 from core.encoding import EncodedBatch, Preprocessing, encode
 from core.errors import UserError
-from models.explain import (
-    BACKGROUND_FILE,
-    GROUP_NAMES,
-    Background,
-    evaluate,
-    fallback_background,
-    load_background,
-    top_groups,
-    two_sided_shapley,
-)
+from models.explain import GROUP_NAMES, evaluate, top_groups, two_sided_shapley
+from models.explain_background import BACKGROUND_FILE, Background, fallback_background, load_background
 from models.inference import ReadmitPredictor
 
 log = logging.getLogger(__name__)
@@ -49,10 +42,17 @@ def not_scored_reason(eligible: bool, ineligible_reason: Optional[str], problem:
     return f"Not scored: {problem}" if problem else None
 
 
+def attributions_json(row: np.ndarray) -> str:
+    """One row's attributions as stored in the `attributions` column: {group: risk points}."""
+    return json.dumps({name: round(float(value), 6) for name, value in zip(GROUP_NAMES, row)})
+
+
 @dataclass(frozen=True)
 class BatchScorer:
-    """A loaded model plus its explanation background (None: no explanations). Immutable; callers that
-    share one across threads serialize the calls (torch's threads are the parallelism)."""
+    """A loaded model plus its explanation background (None: no explanations). Immutable but for a memo
+    of numbers that are the same whether remembered or computed again; safe to share across threads:
+    its model calls run one at a time (`_lock`, the one lock around a scorer; torch's threads are the
+    parallelism)."""
     predictor: Any
     background: Optional[Background] = None
     background_risk: Optional[np.ndarray] = field(default=None, compare=False)  # risk of each background row
@@ -60,6 +60,8 @@ class BatchScorer:
     # Added effects already computed, by (group, value): the same numbers bit for bit, so later batches of
     # the same process reuse them (`models.explain.added_effects`); the memo bounds its own size.
     known_effects: dict = field(default_factory=dict, compare=False, repr=False)
+    # One model call (and memo update) at a time; re-entrant because attributions call `risk`.
+    _lock: threading.RLock = field(default_factory=threading.RLock, compare=False, repr=False)
 
     @classmethod
     def load(cls, model_dir: str | Path, explain: bool = True, threads: Optional[int] = None) -> "BatchScorer":
@@ -109,7 +111,8 @@ class BatchScorer:
 
     def risk(self, batch: EncodedBatch) -> np.ndarray:
         """Calibrated risk (a row's risk does not depend on its batch)."""
-        return evaluate(self._calibrated, batch)
+        with self._lock:
+            return evaluate(self._calibrated, batch)
 
     def _calibrated(self, batch: EncodedBatch) -> np.ndarray:
         raw = np.asarray(self.predictor.raw_probability(batch), dtype=np.float64)
@@ -118,12 +121,17 @@ class BatchScorer:
     def risk_and_attributions(self, batch: EncodedBatch, explain: bool = True
                               ) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """Risk, and the groups' attributions [n, groups] in risk points (None without explanations)."""
-        risk = self.risk(batch)
-        if not explain or self.background is None:
-            return risk, None
-        attributions, _ = two_sided_shapley(self.risk, batch, risk, self.background, self.background_risk,
-                                            known=self.known_effects)
+        with self._lock:
+            risk = self.risk(batch)
+            if not explain or self.background is None:
+                return risk, None
+            attributions, _ = two_sided_shapley(self.risk, batch, risk, self.background, self.background_risk,
+                                                known=self.known_effects)
         return risk, attributions
+
+    def grade(self, risk: np.ndarray) -> tuple[list, np.ndarray]:
+        """Each risk's tier and percentile (the predictor's cut-offs and reference distribution)."""
+        return list(self.predictor.tier(risk)), np.asarray(self.predictor.percentile(risk), dtype=np.float64)
 
     def score(self, features: pd.DataFrame, explain: bool = True, top_reasons: int = 3) -> pd.DataFrame:
         """Feature rows of scorable encounters -> `SCORE_COLUMNS`, one row each, same index."""
@@ -132,12 +140,10 @@ class BatchScorer:
             return out
         risk, attributions = self.risk_and_attributions(encode(features, self.preprocessing), explain)
         out["risk"] = risk
-        out["risk_tier"] = list(self.predictor.tier(risk))
-        out["risk_percentile"] = np.asarray(self.predictor.percentile(risk), dtype=np.float64)
+        out["risk_tier"], out["risk_percentile"] = self.grade(risk)
         if attributions is not None:
             out["base_risk"] = self.base_risk
-            out["attributions"] = [json.dumps({name: round(float(value), 6) for name, value in zip(GROUP_NAMES, row)})
-                                   for row in attributions]
+            out["attributions"] = [attributions_json(row) for row in attributions]
             reasons = reason_sentences(features, attributions, self.base_risk, top_reasons)
             for k in range(3):
                 out[f"reason_{k + 1}"] = [row[k] for row in reasons]

@@ -15,17 +15,39 @@ ONC HTI-1 source attributes of a predictive decision support intervention (45 CF
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import yaml
 
-from models.manifest import MANIFEST_FILE, version_label
+from models.card_folder import (
+    EXCLUDED_DISPOSITIONS,
+    Evaluation,
+    Folder,
+    fmt_ci,
+    fmt_count,
+    fmt_interval,
+    fmt_names,
+    fmt_num,
+    fmt_pct,
+    md_table,
+    read_folder,
+    split_name,
+    subgroup_rows,
+)
+from models.card_metrics import (
+    INDEPENDENT_SET_RESULT,
+    calibration_section,
+    fairness_section,
+    performance_section,
+    subgroups_section,
+    thresholds_section,
+)
+
+__all__ = ["CARD_FILE", "CHANGES_FILE", "HTI1_SECTIONS", "INDEPENDENT_SET_RESULT", "TRIPOD_SECTIONS",
+           "recalibration_section", "render_card", "write_card"]
 
 CARD_FILE = "README.md"
-PRIMARY_NAMES = ("transformer", "readmit-transformer", "model", "champion")
 CITATION = ("Strack B, DeShazo JP, Gennings C, Olmo JL, Ventura S, Cios KJ, Clore JN. Impact of HbA1c "
             "Measurement on Hospital Readmission Rates: Analysis of 70,000 Clinical Database Patient Records. "
             "BioMed Research International, vol. 2014, Article ID 781670, 11 pages, 2014. "
@@ -42,159 +64,6 @@ HTI1_SECTIONS = ("Details and output of the intervention", "Purpose of the inter
                  "Process used to ensure fairness in development", "External validation process",
                  "Quantitative measures of performance", "Ongoing maintenance of intervention implementation and use",
                  "Update and continued validation or fairness assessment schedule")
-EXCLUDED_DISPOSITIONS = "11, 13, 14, 19, 20, 21"
-# Inputs HTI-1 asks a developer to disclose (race, ethnicity, language, sex, age, social determinants).
-DISCLOSED_INPUTS = {"race": "race", "sex": "sex", "age_band": "age band", "age_years_est": "estimated age in years",
-                    "payer": "payer (insurance type)"}
-# `benchmarks/model_quality.py` part 2 (../shared/EVALUATION.md's protocol on our own test patients' raw rows),
-# as docs/evaluation.md records it. It was measured on one set of weights: the card shows it only for them.
-INDEPENDENT_SET_RESULT = {"weights_sha256_prefix": "1bdda377dd84", "measured": "2026-11-29", "rows_in_file": 12882,
-                          "excluded": 115, "evaluated": 12767, "auroc": 0.673, "auroc_ci": (0.657, 0.689),
-                          "auprc": 0.214, "brier": 0.098, "ece": 0.009}
-THRESHOLD_FOR_FAIRNESS = ("validation_top_10pct", "top 10% of validation risk")
-RELIABILITY_COLUMNS = {"bin": "bin", "n": "encounters", "positives": "readmitted", "p_min": "lowest risk",
-                       "p_max": "highest risk", "mean_predicted": "mean predicted", "observed_rate": "observed rate",
-                       "observed": "observed rate", "lower": "95% interval, low", "upper": "95% interval, high"}
-
-Evaluation = tuple[str, dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class Folder:
-    """The model folder's files, parsed once; a missing or unreadable file is an empty dict."""
-    config: dict[str, Any]
-    preprocessing: dict[str, Any]
-    training: dict[str, Any]
-    calibration: dict[str, Any]
-    thresholds: dict[str, Any]
-    metrics: dict[str, Any]
-    manifest: dict[str, Any]
-
-    @property
-    def version(self) -> Optional[str]:
-        if not self.manifest.get("version"):
-            return None
-        return version_label(self.config.get("model_type", "model"), self.manifest["version"])
-
-    @property
-    def evaluations(self) -> list[Evaluation]:
-        report = self.metrics.get("models") if isinstance(self.metrics.get("models"), dict) else self.metrics
-        return list(_evaluations(report))
-
-    @property
-    def primary(self) -> Optional[Evaluation]:
-        return _primary(self.evaluations)
-
-    @property
-    def overall(self) -> dict[str, Any]:
-        return self.primary[1]["overall"] if self.primary else {}
-
-    @property
-    def splits(self) -> dict[str, Any]:
-        return self.training.get("data", {}).get("splits", {})
-
-    @property
-    def disclosed_inputs(self) -> list[str]:
-        """The inputs among `DISCLOSED_INPUTS` that config.json lists, in words."""
-        names = self.config.get("categorical_feature_names", []) + self.config.get("numeric_feature_names", [])
-        return [label for name, label in DISCLOSED_INPUTS.items() if name in names]
-
-    @property
-    def data_manifest(self) -> dict[str, Any]:
-        return self.training.get("data", {}).get("features_manifest") or {}
-
-
-def _read(folder: Path, name: str) -> dict[str, Any]:
-    path = folder / name
-    if not path.exists():
-        return {}
-    try:
-        parsed = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
-
-
-def read_folder(folder: str | Path) -> Folder:
-    folder = Path(folder)
-    return Folder(*(_read(folder, name) for name in ("config.json", "preprocessing.json", "training.json",
-                                                     "calibration.json", "thresholds.json", "metrics.json",
-                                                     MANIFEST_FILE)))
-
-
-# --- formatting ----------------------------------------------------------------------------------
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _num(value: Any, digits: int = 3) -> str:
-    if _missing(value):
-        return "–"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def _count(value: Any) -> str:
-    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else _num(value)
-
-
-def _pct(value: Any, digits: int = 1) -> str:
-    return "–" if _missing(value) or not isinstance(value, (int, float)) else f"{100 * value:.{digits}f}%"
-
-
-def _is_interval(ci: Any) -> bool:
-    return isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci)
-
-
-def _interval(ci: Any) -> str:
-    return f" ({ci[0]:.3f}–{ci[1]:.3f})" if _is_interval(ci) else ""
-
-
-def _ci_words(ci: Any) -> str:
-    return f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})" if _is_interval(ci) else ""
-
-
-def _names(names: Iterable[str]) -> str:
-    return ", ".join(f"`{name}`" for name in names)
-
-
-def _table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
-    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            + ["| " + " | ".join(row) + " |" for row in rows])
-
-
-# --- metrics.json ---------------------------------------------------------------------------------
-
-def _evaluations(metrics: Any, prefix: str = "") -> Iterable[Evaluation]:
-    """Every (name, evaluation) pair in metrics.json: an evaluation is a dict with an "overall" dict."""
-    if not isinstance(metrics, dict):
-        return
-    if isinstance(metrics.get("overall"), dict):
-        yield prefix or "transformer", metrics
-        return
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            yield from _evaluations(value, f"{prefix}/{key}" if prefix else str(key))
-
-
-def _primary(evaluations: list[Evaluation]) -> Optional[Evaluation]:
-    for name, evaluation in evaluations:
-        if any(part in PRIMARY_NAMES for part in name.lower().split("/")):
-            return name, evaluation
-    return evaluations[0] if evaluations else None
-
-
-def _subgroup_rows(evaluation: dict[str, Any]) -> Iterable[tuple[str, dict[str, Any]]]:
-    for group, rows in (evaluation.get("subgroups") or {}).items():
-        rows = rows if isinstance(rows, list) else [{"level": k, **v} for k, v in rows.items()]
-        for row in rows:
-            yield group, row
-
-
-def _split_name(f: Folder) -> str:
-    return str(f.metrics.get("split", "?"))
 
 
 # --- sections ------------------------------------------------------------------------------------
@@ -232,7 +101,7 @@ def _version_line(version: Optional[str], sealed: Iterable[str]) -> str:
         return ("**Not sealed**: this folder has no valid `manifest.json`, so `readmit` refuses to load it; run "
                 "`readmit seal --model DIR` once its files are the ones that were evaluated.")
     return (f"**Model version `{version}`**: `manifest.json` lists the SHA-256 of every file that can change a "
-            f"score ({_names(sorted(sealed))}); `readmit` refuses to load the folder if any of them differs.")
+            f"score ({fmt_names(sorted(sealed))}); `readmit` refuses to load the folder if any of them differs.")
 
 
 def _headline(f: Folder) -> str:
@@ -241,9 +110,9 @@ def _headline(f: Folder) -> str:
     if not o:
         return ("**Headline**: no `metrics.json` in this folder yet; run `readmit evaluate`, which writes it and "
                 "re-renders this card.")
-    return (f"**Headline**: {f.primary[0]} on the held-out `{_split_name(f)}` split ({_count(o.get('n'))} "
-            f"encounters, `metrics.json`): AUROC {_num(o.get('auroc'))}{_ci_words(o.get('auroc_ci'))}, "
-            f"AUPRC {_num(o.get('auprc'))}, Brier score {_num(o.get('brier'))}, ECE {_num(o.get('ece'))}.")
+    return (f"**Headline**: {f.primary[0]} on the held-out `{split_name(f)}` split ({fmt_count(o.get('n'))} "
+            f"encounters, `metrics.json`): AUROC {fmt_num(o.get('auroc'))}{fmt_ci(o.get('auroc_ci'))}, "
+            f"AUPRC {fmt_num(o.get('auprc'))}, Brier score {fmt_num(o.get('brier'))}, ECE {fmt_num(o.get('ece'))}.")
 
 
 def _stale_line(f: Folder) -> list[str]:
@@ -283,10 +152,10 @@ def _target_population(f: Folder) -> list[str]:
     lines = ["## Target population", "",
              "Inpatient stays of patients with diabetes in US hospitals (the Diabetes 130-US hospitals data), "
              "discharged alive and not to hospice, scored at discharge."]
-    ages = [row for group, row in _subgroup_rows(f.primary[1]) if group == "age_band"] if f.primary else []
+    ages = [row for group, row in subgroup_rows(f.primary[1]) if group == "age_band"] if f.primary else []
     if ages:
-        lines += ["", f"Age bands in the `{_split_name(f)}` split (encounters): "
-                  + ", ".join(f"{row.get('level')} ({_count(row.get('n'))})" for row in ages) + "."]
+        lines += ["", f"Age bands in the `{split_name(f)}` split (encounters): "
+                  + ", ".join(f"{row.get('level')} ({fmt_count(row.get('n'))})" for row in ages) + "."]
     return lines + [""]
 
 
@@ -311,9 +180,9 @@ def _data_sources(f: Folder) -> list[str]:
     if started:
         lines.append(f"- Model trained on {started[:10]} (`training.json`).")
     if f.splits:
-        lines += ["", *_table(["split", "encounters", "patients", "readmitted within 30 days", "prevalence"],
-                              ([name, _count(s.get("rows")), _count(s.get("patients")), _count(s.get("positives")),
-                                _pct(s.get("prevalence"))] for name, s in f.splits.items()))]
+        lines += ["", *md_table(["split", "encounters", "patients", "readmitted within 30 days", "prevalence"],
+                              ([name, fmt_count(s.get("rows")), fmt_count(s.get("patients")), fmt_count(s.get("positives")),
+                                fmt_pct(s.get("prevalence"))] for name, s in f.splits.items()))]
     return lines + [""]
 
 
@@ -324,10 +193,10 @@ def _eligibility(f: Folder) -> list[str]:
              "scorer returns an empty risk for them. Missing predictors do not exclude an encounter."]
     steps = [step for step in f.data_manifest.get("steps", []) if isinstance(step, dict)]
     if steps:
-        dropped = [f"{_count(n)} {reason.replace('ineligible: ', '')}" for step in steps
+        dropped = [f"{fmt_count(n)} {reason.replace('ineligible: ', '')}" for step in steps
                    for reason, n in (step.get("dropped") or {}).items()]
-        lines += ["", f"In the development file (`training.json`, ETL steps): {_count(steps[0].get('rows_out'))} "
-                  f"encounters read; dropped: {', '.join(dropped) or 'nothing'}; {_count(steps[-1].get('rows_out'))} "
+        lines += ["", f"In the development file (`training.json`, ETL steps): {fmt_count(steps[0].get('rows_out'))} "
+                  f"encounters read; dropped: {', '.join(dropped) or 'nothing'}; {fmt_count(steps[-1].get('rows_out'))} "
                   "eligible."]
     return lines + [""]
 
@@ -359,12 +228,12 @@ def _predictors(f: Folder) -> list[str]:
     lines = ["## Predictors", "",
              f"{_input_count(c)} inputs, all from the encounter's record at discharge and the same patient's earlier encounters "
              "in the data given to the scorer (never later ones):", "",
-             f"- Numeric ({len(numeric)}): {_names(numeric)}."]
+             f"- Numeric ({len(numeric)}): {fmt_names(numeric)}."]
     for token, names in (c.get("numeric_token_groups") or {}).items():
         lines.append(f"- `{token}` ({len(names)} Charlson condition flags from the diagnosis codes, one token): "
-                     f"{_names(names)}.")
+                     f"{fmt_names(names)}.")
     lines += [f"- Categorical ({len(c.get('categorical_feature_names', []))}): "
-              f"{_names(c.get('categorical_feature_names', []))}.",
+              f"{fmt_names(c.get('categorical_feature_names', []))}.",
               f"- Diagnosis codes: the first {c.get('n_code_positions')} ICD-9 codes, each as code + ICD category + "
               "chapter.", ""]
     return lines
@@ -379,11 +248,11 @@ def _missing_data(f: Folder) -> list[str]:
     numeric = f.preprocessing.get("numeric") or {}
     always = [n for n, s in numeric.items() if s.get("missing_rate") == 1.0]
     always += [n for n, s in (f.preprocessing.get("categorical") or {}).items() if s.get("labels") == ["__missing__"]]
-    partly = [f"`{n}` ({_pct(s['missing_rate'])})" for n, s in numeric.items()
+    partly = [f"`{n}` ({fmt_pct(s['missing_rate'])})" for n, s in numeric.items()
               if isinstance(s.get("missing_rate"), (int, float)) and 0 < s["missing_rate"] < 1]
     if always:
         lines += ["", f"Always missing in the training data (the file has no dates), so they carry no information "
-                  f"for this model: {_names(always)}."]
+                  f"for this model: {fmt_names(always)}."]
     if numeric:
         lines += ["", ("Numeric inputs missing in part of the training data: " + ", ".join(partly) + "." if partly
                        else "No other numeric input had missing values in the training data (`preprocessing.json`).")]
@@ -395,212 +264,13 @@ def _class_imbalance(f: Folder) -> list[str]:
     weight = f.config.get("pos_weight")
     lines = ["## Class imbalance", ""]
     if train:
-        lines.append(f"Readmitted within 30 days: {_count(train.get('positives'))} of {_count(train.get('rows'))} "
-                     f"training encounters ({_pct(train.get('prevalence'))}).")
-    lines.append(f"Training uses cross-entropy with positive-class weight {_num(weight)} (the square root of the "
+        lines.append(f"Readmitted within 30 days: {fmt_count(train.get('positives'))} of {fmt_count(train.get('rows'))} "
+                     f"training encounters ({fmt_pct(train.get('prevalence'))}).")
+    lines.append(f"Training uses cross-entropy with positive-class weight {fmt_num(weight)} (the square root of the "
                  "training negative/positive ratio); no resampling, no synthetic cases, and evaluation data are never "
                  "resampled. The weight inflates the raw probabilities; the calibration fitted on validation maps "
                  "them back (see Calibration). Metrics that reflect the imbalance are reported: AUPRC, and PPV and "
                  "sensitivity at each cut-off.")
-    return lines + [""]
-
-
-def _metric_table(evaluations: list[Evaluation]) -> list[str]:
-    return _table(["model / split", "n", "AUROC (95% CI)", "AUPRC", "Brier", "ECE"],
-                  ([name, _count(o.get("n")), f"{_num(o.get('auroc'))}{_interval(o.get('auroc_ci'))}",
-                    _num(o.get("auprc")), _num(o.get("brier")), _num(o.get("ece"))]
-                   for name, o in ((name, e["overall"]) for name, e in evaluations)))
-
-
-def _metrics_version_lines(measured: Optional[str], version: Optional[str]) -> list[str]:
-    """Metrics are only this model's if they name its version: say so when they do not."""
-    if measured is not None and measured == version:
-        return [f"Measured on model version `{version}` (`model_version` in `metrics.json`).", ""]
-    if measured is None:
-        return ["**`metrics.json` does not name the model version it measured**: rerun `readmit evaluate`.", ""]
-    return [f"**Stale**: `metrics.json` measured model version `{measured}`, not this folder's "
-            f"`{version}`: rerun `readmit evaluate`.", ""]
-
-
-def _performance(f: Folder) -> list[str]:
-    lines = ["## Metrics", "",
-             "Discrimination (AUROC, AUPRC), overall accuracy of the probabilities (Brier score) and calibration "
-             "(ECE, 10 equal-frequency bins) of the calibrated risk.", "",
-             "### Performance overall", ""]
-    if f.evaluations:
-        protocol = f.metrics.get("protocol") or {}
-        rows = f.metrics.get("rows") or {}
-        lines += _metrics_version_lines(f.metrics.get("model_version"), f.version)
-        lines += [f"From `metrics.json` (written by `readmit evaluate` on the `{_split_name(f)}` split"
-                  + (f": {_count(rows.get('evaluated'))} encounters of {_count(rows.get('patients'))} patients never "
-                     f"used in training or tuning, {_count(rows.get('positives'))} readmitted" if rows else "")
-                  + "; the same rows for every model; AUROC interval: "
-                  + (f"{protocol.get('auroc_interval')}, {protocol.get('n_boot')} replicates" if protocol
-                     else "patient-cluster bootstrap, 95%") + "):", ""]
-        lines += _metric_table(f.evaluations)
-    else:
-        lines.append("`metrics.json` is not in this folder yet: run `readmit evaluate` for the full comparison "
-                     "with LACE and the peer models.")
-    reported = {name: m for name, m in f.training.get("metrics", {}).items() if isinstance(m, dict)}
-    if reported:
-        lines += ["", "Measured by `readmit train` (calibrated risk; choices used validation only, test only reported):",
-                  "", *_table(["split", "AUROC", "AUPRC", "Brier", "ECE"],
-                              ([name, _num(m.get("auroc")), _num(m.get("auprc")), _num(m.get("brier"), 4),
-                                _num(m.get("ece"), 4)] for name, m in reported.items()))]
-    return lines + [""] + _independent_set(f)
-
-
-def _independent_set(f: Folder) -> list[str]:
-    r = INDEPENDENT_SET_RESULT
-    lines = ["### Independent-set evaluation protocol", "",
-             "How the shipped model is judged on patients it has never seen (`../shared/EVALUATION.md`): a file of "
-             "encounters in the Diabetes 130 format is given whole to `readmit score --input FILE.csv --output "
-             "OUT.csv`, which derives patient history only from earlier encounters in the file; label "
-             f"`readmitted == \"<30\"`; dispositions {EXCLUDED_DISPOSITIONS} (died, hospice) are not evaluated; "
-             "AUROC with a patient-cluster bootstrap 95% interval, AUPRC, Brier score and ECE (10 equal-frequency "
-             "bins). `benchmarks/model_quality.py` (part 2) runs this protocol on the raw rows of our own "
-             "test-split patients and checks that the scorer's risks equal the warehouse path's.", ""]
-    weights = str(f.manifest.get("files", {}).get("model.safetensors", {}).get("sha256", ""))
-    if weights.startswith(r["weights_sha256_prefix"]):
-        lines.append(f"Result on our own test patients (measured {r['measured']} on these weights, `model.safetensors` "
-                     f"SHA-256 {r['weights_sha256_prefix']}…; docs/evaluation.md): {r['rows_in_file']:,} rows scored, "
-                     f"{r['excluded']} excluded (died or hospice), {r['evaluated']:,} evaluated: AUROC {r['auroc']:.3f}"
-                     f"{_interval(r['auroc_ci'])}, AUPRC {r['auprc']:.3f}, Brier score {r['brier']:.3f}, "
-                     f"ECE {r['ece']:.3f}, the same as the warehouse path.")
-    else:
-        lines.append("Result: not yet measured for these weights; run `benchmarks/model_quality.py`.")
-    lines += ["", "For comparison, other models on the real independent set (`../shared/EVALUATION.md`, not this "
-              "model): LACE 0.577, logistic regression 0.670, tuned LightGBM 0.681 AUROC; published honest results "
-              "on this dataset lie at 0.64-0.68.", ""]
-    return lines
-
-
-def _subgroups(f: Folder) -> list[str]:
-    lines = ["## Subgroups", "",
-             "Every metric within each level of race, sex and age band, with the same model and cut-offs for "
-             "everyone. Levels with fewer than 100 encounters or 10 readmissions are marked *(small)*: too few "
-             "to judge.", "",
-             "### Performance by race, sex and age band", ""]
-    rows = list(_subgroup_rows(f.primary[1])) if f.primary else []
-    if not rows:
-        return lines + ["No subgroup results in `metrics.json` yet: run `readmit evaluate`.", ""]
-    lines += _table(["group", "level", "n", "readmitted", "AUROC (95% CI)", "ECE", "mean predicted", "observed rate"],
-                    ([group.replace("_", " "), f"{row.get('level')}{' (small)' if row.get('small') else ''}",
-                      _count(row.get("n")), _count(row.get("positives")),
-                      f"{_num(row.get('auroc'))}{_interval(row.get('auroc_ci'))}", _num(row.get("ece")),
-                      _num(row.get("mean_predicted")), _num(row.get("prevalence"))] for group, row in rows))
-    return lines + [""]
-
-
-def _calibration(f: Folder) -> list[str]:
-    lines = ["## Calibration", ""]
-    c = f.calibration
-    if c:
-        selection = c.get("selection", {})
-        lines.append(f"Post-hoc calibration: **{c.get('method')}**, chosen by "
-                     f"{selection.get('criterion', 'measurement on validation')}, then refitted on the whole "
-                     "validation split.")
-        candidates = selection.get("candidates") or {}
-        if candidates:
-            lines += ["", *_table(["method", "held-out log-loss", "held-out ECE"],
-                                  ([m, _num(v.get("held_out_log_loss"), 4), _num(v.get("held_out_ece"), 4)]
-                                   for m, v in candidates.items()))]
-    if f.primary:
-        o = f.overall
-        lines += ["", f"On the evaluated split: ECE {_num(o.get('ece'), 4)} (10 equal-frequency bins), calibration "
-                  f"slope {_num(o.get('slope') or o.get('calibration_slope'))}, intercept "
-                  f"{_num(o.get('intercept') or o.get('calibration_intercept'))} (ideal: slope 1, intercept 0)."]
-        reliability = [r for r in f.primary[1].get("reliability") or [] if isinstance(r, dict)]
-        if reliability:
-            keys = list(reliability[0])
-            lines += ["", "Reliability (10 equal-frequency bins of predicted risk):", "",
-                      *_table([RELIABILITY_COLUMNS.get(k, k.replace("_", " ")) for k in keys],
-                              ([_count(r.get(k)) if k in ("bin", "n", "positives") else _num(r.get(k), 4)
-                                for k in keys] for r in reliability))]
-    return (lines if len(lines) > 2 else lines + ["No calibration information in the model folder."]) + [""]
-
-
-def _thresholds(f: Folder) -> list[str]:
-    t = f.thresholds
-    lines = ["## Thresholds and their rationale", "",
-             "A care team can make a fixed number of calls a day, so the cut-off follows capacity: the dashboard "
-             "turns calls per day into the share of discharges called and the risk cut-off that selects them. The "
-             "cut-offs below were set on the validation split (never on test) as starting points for a fixed "
-             "share; best F1 is given for reference only, as it weighs a missed readmission and an unneeded call "
-             "equally. The same cut-off applies to every patient group (see Fairness)."]
-    if not t:
-        return lines + ["", "No `thresholds.json` in this folder.", ""]
-    lines += ["", f"Set on calibrated validation risk ({_count(t.get('n_validation'))} encounters, prevalence "
-              f"{_pct(t.get('validation_prevalence'))}):", ""]
-    rows = [[f"top {c.get('top_percent')}%", _num(c.get("risk_cutoff"), 4), _pct(c.get("share_flagged")),
-             _num(c.get("ppv")), _num(c.get("sensitivity"))] for c in t.get("capacity", [])]
-    f1 = t.get("best_f1")
-    if f1:
-        rows.append([f"best F1 ({_num(f1.get('f1'))})", _num(f1.get("risk_cutoff"), 4), _pct(f1.get("share_flagged")),
-                     _num(f1.get("precision")), _num(f1.get("recall"))])
-    lines += _table(["rule", "risk cut-off", "share flagged (validation)", "PPV", "sensitivity"], rows)
-    on_test = (f.primary[1].get("thresholds") or {}) if f.primary else {}
-    tested = [(f"top {c.get('top_percent')}%", on_test.get(f"validation_top_{c.get('top_percent')}pct"))
-              for c in t.get("capacity", [])] + [("best F1", on_test.get("best_f1"))]
-    tested = [(rule, m) for rule, m in tested if isinstance(m, dict)]
-    if tested:
-        lines += ["", f"The same cut-offs on the `{_split_name(f)}` split (`metrics.json`):", "",
-                  *_table(["rule", "share flagged", "PPV", "sensitivity", "flagged and readmitted", "flagged, not readmitted"],
-                          ([rule, _pct(m.get("flagged_fraction")), _num(m.get("precision")), _num(m.get("recall")),
-                            _count(m.get("tp")), _count(m.get("fp"))] for rule, m in tested))]
-    lines += ["", *_table(["tier", "risk at least", "meaning", "observed rate (validation)"],
-                          ([tier.get("name"), _num(tier.get("min_risk"), 4), tier.get("description"),
-                            _num(tier.get("validation_observed_rate"))] for tier in t.get("tiers", [])))]
-    return lines + [""]
-
-
-def _fairness_rows(f: Folder) -> list[list[str]]:
-    key = THRESHOLD_FOR_FAIRNESS[0]
-    overall = (f.primary[1].get("thresholds") or {}).get(key, {}) if f.primary else {}
-    rows = []
-    for group, row in (_subgroup_rows(f.primary[1]) if f.primary else []):
-        at = (row.get("thresholds") or {}).get(key) or {}
-        gap = (at.get("recall") - overall["recall"]) if isinstance(at.get("recall"), (int, float)) \
-            and isinstance(overall.get("recall"), (int, float)) else None
-        note = "too few to judge" if row.get("small") else ("sensitivity gap over 5 points"
-                                                             if gap is not None and abs(gap) > 0.05 else "")
-        rows.append([group.replace("_", " "), str(row.get("level")), _count(row.get("n")), _num(row.get("auroc")),
-                     _pct(at.get("flagged_fraction")), _num(at.get("recall")),
-                     "none flagged" if at.get("flagged_fraction") == 0 else _num(at.get("precision")),
-                     "–" if gap is None else f"{100 * gap:+.1f}", note])
-    return rows
-
-
-def _auroc_range(f: Folder) -> str:
-    judged = [(row["auroc"], f"{row.get('level')}, n={_count(row.get('n'))}") for _, row in _subgroup_rows(f.primary[1])
-              if not row.get("small") and isinstance(row.get("auroc"), (int, float))]
-    if not judged:
-        return ""
-    (low, low_at), (high, high_at) = min(judged), max(judged)
-    return (f"Among levels large enough to judge, AUROC ranges from {low:.3f} ({low_at}) to {high:.3f} ({high_at}); "
-            f"overall {_num(f.overall.get('auroc'))}. ")
-
-
-def _fairness(f: Folder) -> list[str]:
-    disclosed = f.disclosed_inputs
-    lines = ["## Fairness", "",
-             "Process: patients are split so none is in both training and evaluation; every metric is reported by "
-             "race, sex and age band with patient-cluster bootstrap intervals; small groups are marked rather than "
-             "ranked; one cut-off for everyone, with the share flagged, sensitivity and PPV of each group at that "
-             "cut-off. No bias mitigation was applied in training (no reweighting by group, no fairness "
-             "constraint): the approach is measurement and disclosure, and the dashboard's Model quality page "
-             "repeats the subgroup check on local labelled discharges."]
-    if disclosed:
-        lines += ["", f"Inputs that describe the patient rather than the stay: {', '.join(disclosed)}. They are used "
-                  "as predictors, so two otherwise identical patients of different race or sex can get different "
-                  "scores; the results below show how the model does for each group."]
-    rows = _fairness_rows(f)
-    if not rows:
-        return lines + ["", "No subgroup results in `metrics.json` yet: run `readmit evaluate`.", ""]
-    lines += ["", _auroc_range(f) + f"At the {THRESHOLD_FOR_FAIRNESS[1]} cut-off (gap: group sensitivity minus "
-              "overall, in percentage points):", "",
-              *_table(["group", "level", "n", "AUROC", "share flagged", "sensitivity", "PPV", "gap (points)", "note"],
-                      rows)]
     return lines + [""]
 
 
@@ -610,14 +280,14 @@ def _model(f: Folder) -> list[str]:
     return ["## Model", "",
             f"- hidden size {c.get('hidden_size')}, {c.get('num_hidden_layers')} pre-LN encoder layers, "
             f"{c.get('num_attention_heads')} heads, feed-forward {c.get('intermediate_size')}, "
-            f"{_count(training.get('parameters', '?'))} parameters; tokens: [CLS] + {_numeric_token_text(c)} + "
+            f"{fmt_count(training.get('parameters', '?'))} parameters; tokens: [CLS] + {_numeric_token_text(c)} + "
             f"{len(c.get('categorical_feature_names', []))} categorical + "
             f"{c.get('n_code_positions')} diagnosis codes (code + ICD category + chapter embeddings).",
-            f"- Loss: cross-entropy with positive-class weight {_num(c.get('pos_weight'))} (sqrt of the "
+            f"- Loss: cross-entropy with positive-class weight {fmt_num(c.get('pos_weight'))} (sqrt of the "
             "training negative/positive ratio); no resampling.",
             f"- Chosen hyperparameters: {json.dumps(training.get('hyperparameters', {}), default=str)}.",
             f"- Search: {len(training.get('search', {}).get('trials', []))} trials, chosen by validation AUROC; "
-            f"training time {_num(timing.get('total_seconds'), 0)} s on {timing.get('torch_threads', 1)} CPU thread(s).",
+            f"training time {fmt_num(timing.get('total_seconds'), 0)} s on {timing.get('torch_threads', 1)} CPU thread(s).",
             ""]
 
 
@@ -661,11 +331,11 @@ def _hti1(f: Folder) -> list[str]:
     o, capacity = f.overall, ((f.primary[1].get("capacity") or {}) if f.primary else {})
     top10 = capacity.get("top_10pct") or {}
     disclosed = f.disclosed_inputs
-    performance = (f"On the held-out `{_split_name(f)}` split: AUROC {_num(o.get('auroc'))}{_interval(o.get('auroc_ci'))}, "
-                   f"AUPRC {_num(o.get('auprc'))}, Brier score {_num(o.get('brier'))}, ECE {_num(o.get('ece'))}, "
-                   f"calibration slope {_num(o.get('calibration_slope'))}"
-                   + (f"; calling the top 10% finds {_pct(top10.get('sensitivity'))} of readmissions with a PPV of "
-                      f"{_num(top10.get('ppv'))}" if top10 else "") + ". Details: Metrics, Calibration, Thresholds "
+    performance = (f"On the held-out `{split_name(f)}` split: AUROC {fmt_num(o.get('auroc'))}{fmt_interval(o.get('auroc_ci'))}, "
+                   f"AUPRC {fmt_num(o.get('auprc'))}, Brier score {fmt_num(o.get('brier'))}, ECE {fmt_num(o.get('ece'))}, "
+                   f"calibration slope {fmt_num(o.get('calibration_slope'))}"
+                   + (f"; calling the top 10% finds {fmt_pct(top10.get('sensitivity'))} of readmissions with a PPV of "
+                      f"{fmt_num(top10.get('ppv'))}" if top10 else "") + ". Details: Metrics, Calibration, Thresholds "
                    "and their rationale.") if o else "No `metrics.json` yet: run `readmit evaluate`."
     return ["## ONC HTI-1 source attributes", "",
             f"The source attributes of a predictive decision support intervention in the {HTI1}, with pointers "
@@ -720,7 +390,7 @@ def _reproduce(f: Folder) -> list[str]:
     return ["## How to reproduce", "", "```bash",
             "readmit etl --source diabetes130 --input diabetic_data_dev.csv --warehouse data/warehouse",
             f"readmit train --warehouse data/warehouse --out models/champion --seed {training.get('seed', 42)} "
-            f"--time-budget-minutes {_num(timing.get('time_budget_minutes'), 0)} "
+            f"--time-budget-minutes {fmt_num(timing.get('time_budget_minutes'), 0)} "
             f"--max-epochs {options.get('max_epochs', 6)} --trials {options.get('n_trials', 4)}",
             "readmit evaluate --model models/champion   # writes metrics.json and re-renders this card",
             "```", "",
@@ -746,29 +416,29 @@ def recalibration_section(folder: str | Path) -> list[str]:
              "came from; metrics measured on that version are marked stale above.", ""]
     for r in records:
         data, plan = r.get("data", {}), r.get("plan", {})
-        rows = [[label, _num(r["before"].get(key), 4), _num(r["after"].get(key), 4),
-                 _num(r.get("after_held_out", {}).get(key), 4)]
+        rows = [[label, fmt_num(r["before"].get(key), 4), fmt_num(r["after"].get(key), 4),
+                 fmt_num(r.get("after_held_out", {}).get(key), 4)]
                 for label, key in (("ECE", "ece"), ("calibration-in-the-large", "calibration_in_the_large"),
                                    ("calibration slope", "calibration_slope"), ("observed rate", "observed_rate"),
                                    ("predicted rate", "predicted_rate"))]
         lines += [f"### {str(r.get('at', ''))[:10]}: recalibrated from `{r.get('from_version')}`", "",
                   f"- Why: {r.get('reason')} (by {r.get('by')}).",
-                  f"- Data: {_count(data.get('encounters'))} eligible encounters of {_count(data.get('patients'))} "
-                  f"patients with matured outcomes ({_count(data.get('readmissions'))} readmissions), discharged from "
+                  f"- Data: {fmt_count(data.get('encounters'))} eligible encounters of {fmt_count(data.get('patients'))} "
+                  f"patients with matured outcomes ({fmt_count(data.get('readmissions'))} readmissions), discharged from "
                   f"{data.get('since')} to before {data.get('until')}, outcomes as of {data.get('as_of')}.",
                   f"- Method: {r.get('method')}, refitted on the raw model probability. Check: {plan.get('how_checked')}"
                   f" ({'accepted' if r.get('accepted') else 'not accepted'}).",
                   f"- Monitoring reference: {r.get('reference')}.", ""]
-        lines += _table(["on the refit data", "before", "after", "after, held-out halves"], rows) + [""]
+        lines += md_table(["on the refit data", "before", "after", "after, held-out halves"], rows) + [""]
     return lines
 
 
 def render_card(folder: str | Path) -> str:
     f = read_folder(folder)
     lines = (_metadata(f) + _intro(f) + _intended_use() + _target_population(f) + _data_sources(f) + _eligibility(f)
-             + _outcome() + _predictors(f) + _missing_data(f) + _class_imbalance(f) + _performance(f) + _subgroups(f)
-             + _calibration(f) + _thresholds(f) + _fairness(f) + _model(f) + _limitations(f) + _updating(f)
-             + recalibration_section(folder) + _hti1(f) + _reproduce(f))
+             + _outcome() + _predictors(f) + _missing_data(f) + _class_imbalance(f) + performance_section(f)
+             + subgroups_section(f) + calibration_section(f) + thresholds_section(f) + fairness_section(f) + _model(f)
+             + _limitations(f) + _updating(f) + recalibration_section(folder) + _hti1(f) + _reproduce(f))
     return "\n".join(lines)
 
 

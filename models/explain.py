@@ -22,33 +22,25 @@ reasons) removed alone from the encounter; their mean is the exact Shapley value
 interact at most in pairs, and on the champion higher-order interactions are small (docs/scoring.md
 gives the measured agreement with the reference). It uses no random numbers and depends on nothing
 but the encounter's own inputs, so the warehouse, the Patient page, uploads and the API give the same
-numbers for the same features. `reference_shapley` computes the same values the plain, slow way, for
+numbers for the same features. `models.explain_reference.reference_shapley` computes the same values the plain, slow way, for
 the tests and the benchmark.
 
 The background is a small set of weighted medoid rows of the training encodings
-(`build_background`), stored in the model folder as `explain_background.safetensors`.
+(`models.explain_background`), stored in the model folder as `explain_background.safetensors`; the
+reference computation lives in `models.explain_reference`.
 """
 from __future__ import annotations
 
 import functools
-import itertools
-import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
 
 from core import icd
-from core.encoding import CODE_OFFSET, EncodedBatch, Preprocessing, encode
-from core.errors import UserError
-from core.features import CATEGORICAL_NAMES, CODE_FEATURES, NUMERIC_NAMES, OUTPUT_COLUMNS
-from core.warehouse import Warehouse
-from models.manifest import sealed_update
-
-BACKGROUND_FILE = "explain_background.safetensors"
-DEFAULT_BACKGROUND_SIZE = 32
+from core.encoding import EncodedBatch
+from core.features import CATEGORICAL_NAMES, CODE_FEATURES, NUMERIC_NAMES
+from models.explain_background import Background
 
 
 @dataclass(frozen=True)
@@ -142,139 +134,6 @@ def mix(x: EncodedBatch, background: EncodedBatch, take_x: np.ndarray, units_gro
     return EncodedBatch(numeric, missing, categorical, codes)
 
 
-def _repeat(batch: EncodedBatch, times: int) -> EncodedBatch:
-    return EncodedBatch(np.repeat(batch.numeric, times, 0), np.repeat(batch.numeric_missing, times, 0),
-                        np.repeat(batch.categorical, times, 0), np.repeat(batch.codes, times, 0))
-
-
-def _tile(batch: EncodedBatch, times: int) -> EncodedBatch:
-    return EncodedBatch(np.tile(batch.numeric, (times, 1)), np.tile(batch.numeric_missing, (times, 1)),
-                        np.tile(batch.categorical, (times, 1)), np.tile(batch.codes, (times, 1, 1)))
-
-
-# --- background -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Background:
-    """Summarized training encodings: a few real rows with weights summing to 1."""
-    batch: EncodedBatch
-    weights: np.ndarray  # float64 [k]
-
-    def __len__(self) -> int:
-        return len(self.batch)
-
-
-def _embed_for_clustering(batch: EncodedBatch) -> np.ndarray:
-    """Numbers for k-means: standardized numerics, missing flags, one-hot-ish categorical ids."""
-    parts = [batch.numeric.astype(np.float64), batch.numeric_missing.astype(np.float64)]
-    for j in range(batch.categorical.shape[1]):
-        column = batch.categorical[:, j]
-        levels = np.unique(column)
-        parts.append((column[:, None] == levels[None, :]).astype(np.float64) * 0.7)
-    chapters = batch.codes[:, :, 2]
-    for p in range(chapters.shape[1]):
-        levels = np.unique(chapters[:, p])
-        parts.append((chapters[:, p][:, None] == levels[None, :]).astype(np.float64) * 0.7)
-    return np.concatenate(parts, axis=1)
-
-
-def build_background(batch: EncodedBatch, k: int = DEFAULT_BACKGROUND_SIZE, seed: int = 0,
-                     max_rows: int = 20000, iterations: int = 25) -> Background:
-    """k weighted medoids of training encodings (k-means on a numeric view, then the real row nearest
-    each centre, weighted by its cluster's size). Medoids are real rows, so every id stays valid."""
-    rng = np.random.default_rng(seed)
-    n = len(batch)
-    if n == 0:
-        raise ValueError("cannot build an explanation background from zero rows")
-    if n > max_rows:
-        batch = batch.take(np.sort(rng.choice(n, max_rows, replace=False)))
-        n = max_rows
-    k = min(k, n)
-    points = _embed_for_clustering(batch)
-    squared = (points ** 2).sum(1)
-
-    def distances_to(centres: np.ndarray) -> np.ndarray:  # squared Euclidean, [n, k], no [n, k, d] temporary
-        return np.maximum(squared[:, None] - 2.0 * points @ centres.T + (centres ** 2).sum(1)[None, :], 0.0)
-
-    centres = points[rng.choice(n, k, replace=False)]
-    for _ in range(iterations):
-        assignment = distances_to(centres).argmin(1)
-        new = np.stack([points[assignment == c].mean(0) if np.any(assignment == c) else centres[c]
-                        for c in range(k)])
-        if np.allclose(new, centres):
-            break
-        centres = new
-    distances = distances_to(centres)
-    assignment = distances.argmin(1)
-    medoids, weights = [], []
-    for c in range(k):
-        members = np.flatnonzero(assignment == c)
-        if len(members) == 0:
-            continue
-        medoids.append(members[distances[members, c].argmin()])
-        weights.append(len(members))
-    weights_array = np.asarray(weights, dtype=np.float64)
-    return Background(batch.take(np.asarray(medoids)), weights_array / weights_array.sum())
-
-
-def fallback_background(prep: Preprocessing) -> Background:
-    """One neutral row when no stored background exists: numerics at their training mean (0 after
-    standardization), each category at its most frequent training level (index 0: the ETL's
-    StringIndexer orders labels by frequency), each diagnosis position at its most frequent code."""
-    n_num, n_cat = len(NUMERIC_NAMES), len(CATEGORICAL_NAMES)
-    codes = np.full((1, len(CODE_FEATURES), 3), CODE_OFFSET, dtype=np.int64)
-    return Background(EncodedBatch(np.zeros((1, n_num), np.float32), np.zeros((1, n_num), bool),
-                                   np.zeros((1, n_cat), np.int64), codes), np.ones(1))
-
-
-def save_background(folder: str | Path, background: Background) -> Path:
-    """Write the background into a model folder (safetensors, no pickles)."""
-    path = Path(folder) / BACKGROUND_FILE
-    b = background.batch
-    with sealed_update(folder):
-        _write_background(path, b, background.weights)
-    return path
-
-
-def _write_background(path: Path, b: EncodedBatch, weights: np.ndarray) -> None:
-    save_file({"numeric": np.ascontiguousarray(b.numeric, dtype=np.float32),
-               "numeric_missing": np.ascontiguousarray(b.numeric_missing, dtype=np.uint8),
-               "categorical": np.ascontiguousarray(b.categorical, dtype=np.int64),
-               "codes": np.ascontiguousarray(b.codes, dtype=np.int64),
-               "weights": np.ascontiguousarray(weights, dtype=np.float64)},
-              str(path), metadata={"format": "readmit-explain-background", "version": "1"})
-    path.chmod(0o644)  # safetensors writes 0600; a model folder is meant to be read by the serving user
-
-
-def load_background(folder: str | Path) -> Optional[Background]:
-    path = Path(folder) / BACKGROUND_FILE
-    if not path.exists():
-        return None
-    t = load_file(str(path))
-    batch = EncodedBatch(t["numeric"].astype(np.float32), t["numeric_missing"].astype(bool),
-                         t["categorical"].astype(np.int64), t["codes"].astype(np.int64))
-    weights = t["weights"].astype(np.float64)
-    return Background(batch, weights / weights.sum())
-
-
-def background_from_warehouse(root: str | Path, prep: Preprocessing, k: int = DEFAULT_BACKGROUND_SIZE,
-                              seed: int = 0, sample: int = 20000) -> Background:
-    """Background from the warehouse `features` table's training split (eligible rows), encoded with
-    the model's own preprocessing. A fixed pseudo-random sample keeps it quick and reproducible."""
-    warehouse = Warehouse(str(root))
-    if not warehouse.has_table("features"):
-        raise UserError(f"warehouse {root} has no 'features' table: run `readmit etl` first")
-    columns = ", ".join(f'"{c}"' for c in OUTPUT_COLUMNS)
-    frame = warehouse.query(f"SELECT {columns} FROM features WHERE split = ? AND eligible "
-                            "ORDER BY hash(encounter_id || ?) LIMIT ?", ["train", str(seed), int(sample)])
-    if frame.empty:
-        raise UserError(f"warehouse {root} has no eligible training rows to summarize")
-    for name in frame.columns:
-        if frame[name].dtype == object:
-            frame[name] = frame[name].where(frame[name].notna(), None)
-    return build_background(encode(frame, prep), k=k, seed=seed)
-
-
 # --- model calls on mixed rows ------------------------------------------------------------------
 
 RiskFn = Callable[[EncodedBatch], np.ndarray]
@@ -335,7 +194,7 @@ def _distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, inverse.reshape(-1)
 
 
-def _differs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def rows_differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """[len(a), len(b)] bool: row i of a differs from row j of b."""
     return (a[:, None, :] != b[None, :, :]).any(-1)
 
@@ -380,7 +239,7 @@ def added_effects(risk_fn: RiskFn, batch: EncodedBatch, background: Background, 
         first, inverse = _distinct(values)
         keys = [(g, values[i].tobytes()) for i in first]
         new = np.flatnonzero([key not in known for key in keys]).astype(np.int64)
-        value, k = np.nonzero(_differs(values[first[new]], group_values(background.batch, units_group, g)))
+        value, k = np.nonzero(rows_differ(values[first[new]], group_values(background.batch, units_group, g)))
         plans.append((keys, inverse, new, value, k))
         pairs.append((g, first[new][value], k))
     x_rows, background_rows, take_x = _one_group_rows(pairs, n_groups, take=True)
@@ -408,7 +267,7 @@ def removed_effects(risk_fn: RiskFn, batch: EncodedBatch, risk: np.ndarray, back
         background_values = group_values(background.batch, units_group, g)
         first, inverse = _distinct(background_values)
         weight = np.bincount(inverse, weights=background.weights, minlength=len(first))
-        row, value = np.nonzero(_differs(group_values(batch, units_group, g)[rows], background_values[first]))
+        row, value = np.nonzero(rows_differ(group_values(batch, units_group, g)[rows], background_values[first]))
         plans.append((rows, first, weight, row, value))
         pairs.append((g, rows[row], first[value]))
     x_rows, background_rows, take_x = _one_group_rows(pairs, n_groups, take=False)
@@ -465,99 +324,6 @@ def two_sided_shapley(risk_fn: RiskFn, batch: EncodedBatch, risk: np.ndarray, ba
     removed = removed_effects(risk_fn, batch, risk, background, units_group, chosen)
     values = np.where(chosen, (added + removed) / 2, added)
     return share_residual(values, np.asarray(risk, dtype=np.float64) - base, ~chosen), base
-
-
-# --- reference: the same Shapley values, the plain slow way ------------------------------------
-
-def _coalition_values(risk_fn: RiskFn, x: EncodedBatch, background: Background, masks: np.ndarray,
-                      units_group: np.ndarray, chunk_rows: int = 65536) -> np.ndarray:
-    """v(S) = sum_k w_k f(x_S, bg_k) for each coalition mask (bool [m, G]) of one row x."""
-    k = len(background)
-    m = len(masks)
-    values = np.empty(m)
-    per_chunk = max(1, chunk_rows // k)
-    for start in range(0, m, per_chunk):
-        block = masks[start:start + per_chunk]
-        take = np.repeat(block, k, axis=0)
-        rows = mix(_repeat(x, len(take)), _tile(background.batch, len(block)), take, units_group)
-        risk = np.asarray(risk_fn(rows), dtype=np.float64).reshape(len(block), k)
-        values[start:start + len(block)] = risk @ background.weights
-    return values
-
-
-def _exact_shapley(values: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Shapley values from the values of all 2^G coalitions (`masks` in itertools.product order)."""
-    n_groups = masks.shape[1]
-    index = {tuple(m): i for i, m in enumerate(masks)}
-    sizes = masks.sum(1)
-    weight = np.array([math.factorial(s) * math.factorial(n_groups - s - 1) / math.factorial(n_groups)
-                       if s < n_groups else 0.0 for s in sizes])
-    out = np.zeros(n_groups)
-    for g in range(n_groups):
-        without = np.flatnonzero(~masks[:, g])
-        with_g = masks[without].copy()
-        with_g[:, g] = True
-        partner = np.array([index[tuple(m)] for m in with_g])
-        out[g] = np.sum(weight[without] * (values[partner] - values[without]))
-    return out
-
-
-def _walks(players: np.ndarray, pairs: int, n_groups: int, rng: np.random.Generator
-           ) -> tuple[list[np.ndarray], np.ndarray]:
-    """`pairs` random orders of `players` and their reverses; the masks of every walk's inner steps."""
-    orders = []
-    for _ in range(pairs):
-        order = rng.permutation(players)
-        orders += [order, order[::-1]]
-    inner = max(len(players) - 1, 0)
-    masks = np.zeros((len(orders) * inner, n_groups), dtype=bool)
-    for w, order in enumerate(orders):
-        for step, g in enumerate(order[:-1]):
-            masks[w * inner + step:(w + 1) * inner, g] = True
-    return orders, masks
-
-
-def reference_shapley(risk_fn: RiskFn, x: EncodedBatch, background: Background,
-                      groups: Sequence[FieldGroup] = FIELD_GROUPS, exact: Optional[bool] = None,
-                      pairs: int = 8, seed: int = 0) -> tuple[np.ndarray, float]:
-    """Grouped Shapley values of the interventional value function v(S) = sum_k w_k f(x_S, b_k), computed
-    the plain way, for tests and the benchmark: ([n, G], base risk).
-
-    `exact` (default when G <= 12): from all 2^G coalitions. Otherwise as sum_k w_k phi_k, phi_k the Shapley
-    values of the game from background row k to x (v is a weighted sum of those games), each estimated by
-    `pairs` antithetic pairs of random orders of the groups in which x and b_k differ (the others add
-    nothing). Unbiased, every background row covered; each walk ends at f(x), so base + sum == f(x).
-    """
-    units_group = unit_groups(groups)
-    n_groups = len(groups)
-    exact = n_groups <= 12 if exact is None else exact
-    background_risk = evaluate(risk_fn, background.batch)
-    base = float(background_risk @ background.weights)
-    risk = evaluate(risk_fn, x)
-    out = np.zeros((len(x), n_groups))
-    all_masks = np.array(list(itertools.product([False, True], repeat=n_groups)), dtype=bool) if exact else None
-    rng = np.random.default_rng(seed)
-    background_values = [group_values(background.batch, units_group, g) for g in range(n_groups)]
-    for row in range(len(x)):
-        xi = x.take(np.array([row]))
-        if exact:
-            out[row] = _exact_shapley(_coalition_values(risk_fn, xi, background, all_masks, units_group), all_masks)
-            continue
-        differs = np.column_stack([_differs(group_values(xi, units_group, g), background_values[g])[0]
-                                   for g in range(n_groups)])  # [K, G]
-        walks = [(k, *_walks(np.flatnonzero(differs[k]), pairs, n_groups, rng)) for k in range(len(background))]
-        masks = np.concatenate([m for _, _, m in walks])
-        background_rows = np.concatenate([np.full(len(m), k) for k, _, m in walks]).astype(np.int64)
-        inner = mixed_risk(risk_fn, xi, np.zeros(len(masks), dtype=np.int64), background.batch, background_rows,
-                           masks, units_group)
-        at = 0
-        for k, orders, _ in walks:
-            for order in (o for o in orders if len(o)):
-                steps = len(order) - 1
-                path = np.concatenate([[background_risk[k]], inner[at:at + steps], [risk[row]]])
-                at += steps
-                out[row, order] += background.weights[k] * np.diff(path) / len(orders)
-    return out, base
 
 
 def top_groups(attributions: np.ndarray, k: int = 3, min_points: float = 0.0005) -> list[list[int]]:

@@ -218,7 +218,9 @@ except Exception:
     log.exception("worklist index failed")
     friendly_error("the worklist")
     st.stop()
-first_day = index.first_discharge or default_day
+# never after the default day: de-identified MIMIC dates lie in the 2100s, after today (a date input refuses a
+# default below its minimum)
+first_day = min(index.first_discharge or default_day, default_day)
 last_day = max(default_day, index.latest_discharge or default_day)
 
 with st.sidebar:

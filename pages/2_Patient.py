@@ -6,13 +6,41 @@ import logging
 import pandas as pd
 import streamlit as st
 
+from core import vocabulary
 from core.errors import UserError
 from serving import audit, figures, patient
 from serving.outreach import STATUS_LABELS, STATUSES
+from serving.worklist import count_words
 from ui import chrome, data
-from ui.format import call_list_text, friendly_error, pct, synthetic_banner, tier_label
+from ui.format import band, call_list_text, friendly_error, pct, synthetic_banner, tier_label
 
 log = logging.getLogger("readmit.app")
+
+
+def other_stays(rows: pd.DataFrame) -> pd.DataFrame:
+    """The patient's other stays in plain words: dates, codes as words, risk in percent, the outcome as Yes/No."""
+    def when(value) -> str:
+        return "Not recorded" if value is None or pd.isna(value) else f"{pd.Timestamp(value):%Y-%m-%d}"
+
+    def outcome(value) -> str:
+        return "Not known yet" if value is None or pd.isna(value) else "Yes" if bool(value) else "No"
+
+    def stay(admitted, discharged, days) -> str:
+        length = "" if days is None or pd.isna(days) else f" ({count_words(int(days), 'day')})"
+        return f"{when(admitted)} to {when(discharged)}{length}"
+
+    shown = {"Encounter": rows["encounter_id"].astype(str),
+             "Stay": [stay(*r) for r in zip(rows["admit_time"], rows["discharge_time"], rows["length_of_stay_days"])],
+             "Admission type": rows["admission_type"].map(lambda v: vocabulary.label("admission_type", v)),
+             "Discharged to": rows["discharge_disposition"].map(
+                 lambda v: vocabulary.label("discharge_disposition", v)),
+             "Readmitted within 30 days": rows["readmitted_30d"].map(outcome)}
+    if "risk" in rows:
+        shown["Risk"] = rows["risk"].map(lambda v: "Not scored" if v is None or pd.isna(v) else pct(v))
+        shown["Risk band"] = rows["risk_tier"].map(band)
+    return pd.DataFrame(shown)
+
+
 viewer, status = chrome.page("Patient")
 st.title("Patient")
 synthetic_banner(status)
@@ -134,8 +162,8 @@ st.subheader("The stay")
 shown = pd.DataFrame(patient.stay_facts(enc), columns=["", "value"])
 c1, c2 = st.columns(2)
 half = (len(shown) + 1) // 2
-c1.table(shown.iloc[:half].set_index(""))
-c2.table(shown.iloc[half:].set_index(""))
+c1.table(shown.iloc[:half].set_index(""), hide_header=True)
+c2.table(shown.iloc[half:].set_index(""), hide_header=True)
 
 d1, d2 = st.columns(2)
 with d1:
@@ -143,19 +171,21 @@ with d1:
     if detail.diagnoses.empty:
         st.write("No diagnosis recorded.")
     else:
-        st.dataframe(detail.diagnoses, hide_index=True, width="stretch")
+        st.table(detail.diagnoses.rename(columns={"position": "Position", "code": "Code", "description": "Description"}),
+                 hide_index=True)   # a table wraps the long ICD titles a data grid would cut off
 with d2:
     st.subheader("Diabetes medications at discharge")
-    if detail.medications.empty:
-        st.write("None recorded.")
+    if detail.medications.empty:   # a list recorded empty is not a list never recorded
+        st.write("No diabetes medication given." if detail.medications_recorded else f"{vocabulary.NOT_RECORDED}.")
     else:
-        st.dataframe(detail.medications, hide_index=True, width="stretch")
+        st.table(detail.medications.rename(columns={"medication": "Medication", "at discharge": "At discharge"}),
+                 hide_index=True)
 
 st.subheader("Other stays of this patient")
 if detail.other_encounters.empty:
     st.write("No other stays on record.")
 else:
-    st.dataframe(detail.other_encounters, hide_index=True, width="stretch")
+    st.table(other_stays(detail.other_encounters), hide_index=True)   # wraps: every column in sight
 
 # --- outreach: the call history and a form to record a call ------------------------------------------------
 st.subheader("Outreach")
@@ -170,7 +200,7 @@ if calls_made:
 else:
     st.write("No calls recorded for this discharge yet.")
 with st.form("pt_outreach", clear_on_submit=True):
-    st.markdown(f"**Record a call** (as {viewer.user})")
+    st.markdown(f"**Record a call**, saved under the name {viewer.user}")
     result_code = st.selectbox("Result", STATUSES, format_func=STATUS_LABELS.get, index=STATUSES.index("reached"),
                                help="Reached, Follow-up booked, Declined and Not needed close the case: the patient "
                                     "leaves the open list. No answer keeps them on it.")

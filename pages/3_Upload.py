@@ -10,7 +10,7 @@ from core.spreadsheet import safe_csv
 from serving import upload
 from serving.worklist import count_words
 from ui import chrome, data
-from ui.format import friendly_error, synthetic_banner
+from ui.format import band, friendly_error, synthetic_banner
 
 log = logging.getLogger("readmit.app")
 viewer, status = chrome.page("Upload")
@@ -66,10 +66,13 @@ if scored:
     view = result.predictions[shown].copy()
     if "risk" in view:
         view["risk"] = (view["risk"] * 100).round(1)
+    if "risk_tier" in view:
+        view["risk_tier"] = view["risk_tier"].map(band)
     st.dataframe(view, hide_index=True, width="stretch", key="up_scored",
                  column_config={"rank": "#", "patient_id": "Patient", "encounter_id": "Encounter",
-                                "risk": st.column_config.NumberColumn("Risk %", format="%.1f"), "risk_tier": "Risk band",
-                                "risk_percentile": "Percentile", "reason_1": "Reason 1", "reason_2": "Reason 2",
+                                "risk": st.column_config.NumberColumn("Risk", format="%.1f%%"), "risk_tier": "Risk band",
+                                "risk_percentile": st.column_config.NumberColumn("Percentile", format="%.0f"),
+                                "reason_1": "Reason 1", "reason_2": "Reason 2",
                                 "reason_3": "Reason 3", "problem": "Not scored because"})
     st.download_button("Download the scored rows (CSV)", data=safe_csv(result.predictions),
                        file_name="scored_discharges.csv", mime="text/csv", key="up_download", on_click="ignore")

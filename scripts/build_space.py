@@ -4,6 +4,12 @@ The folder holds the Space README (front matter `sdk: docker`, `app_port: 8501`)
 Dockerfile (plus one COPY line for the demo data), the app code, the shipped model and a synthetic
 demo warehouse. Push it with `huggingface-cli upload SPACE_ID DIR . --repo-type space` (or git).
 
+The model shipped (as models/champion, which the Space's `readmit app` serves) is the one that scored the
+shipped warehouse, named by its `predictions` manifest: `readmit demo` scores its warehouse with its go-live
+model (DIR-model beside the warehouse, a recalibrated copy of the champion), so the Space serves the same
+model, and shows the same risks, as `make run`. `--model` is shipped only when no warehouse is, or when the
+warehouse's scores name no model folder that exists here.
+
 Only synthetic data may go to a public Space: the script refuses a warehouse whose `encounters`
 table holds any row whose `source` is not "synthetic", and never copies .env files or caches.
 """
@@ -17,7 +23,7 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 
-from core.warehouse import read_pointer, table_version_path
+from core.warehouse import Warehouse, read_pointer, table_version_path
 
 REPO = Path(__file__).resolve().parent.parent
 CODE_DIRS = ("core", "etl", "serving", "api", "cli", "ui", "pages", ".streamlit")
@@ -55,11 +61,24 @@ def check_synthetic(warehouse: Path) -> int:
     return table.num_rows
 
 
+def scoring_model(warehouse: Path) -> Path | None:
+    """The model folder that scored the warehouse's current predictions, when its manifest names one that
+    exists (`readmit score` records `model_dir`)."""
+    root = Warehouse(str(warehouse))
+    if not root.has_table("predictions"):
+        return None
+    folder = root.manifest("predictions").get("model_dir")
+    return Path(folder) if folder and (Path(folder) / "config.json").exists() else None
+
+
 def _copy_tree(src: Path, dest: Path) -> None:
     shutil.copytree(src, dest, ignore=IGNORE, dirs_exist_ok=False)
 
 
 def build_space(out: Path, model: Path, warehouse: Path | None) -> dict:
+    requested = model
+    if warehouse is not None:
+        model = scoring_model(warehouse) or model  # the Space serves the model its worklist was scored with
     if not (model / "config.json").exists():
         raise SpaceError(f"{model}: not a model folder (config.json missing); train or publish the champion first")
     if out.exists() and any(out.iterdir()):
@@ -85,7 +104,8 @@ def build_space(out: Path, model: Path, warehouse: Path | None) -> dict:
         dockerfile = dockerfile.replace(anchor, anchor + DATA_COPY + DATA_ENV)
     (out / "Dockerfile").write_text(dockerfile)
     (out / ".dockerignore").write_text(SPACE_DOCKERIGNORE)
-    summary = {"out": str(out), "model": str(model), "warehouse_rows": rows,
+    summary = {"out": str(out), "model": str(model), "model_from": "warehouse predictions" if model != requested
+               else "--model", "warehouse_rows": rows,
                "files": sum(1 for p in out.rglob("*") if p.is_file()),
                "megabytes": round(sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6, 1)}
     return summary
@@ -94,7 +114,8 @@ def build_space(out: Path, model: Path, warehouse: Path | None) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, type=Path, help="new, empty folder for the Space")
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "champion", help="model folder to ship")
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "champion",
+                        help="model folder to ship when the warehouse's scores name none (see above)")
     parser.add_argument("--warehouse", type=Path, default=None,
                         help="synthetic demo warehouse to ship (refused if any row is not synthetic)")
     args = parser.parse_args(argv)

@@ -24,7 +24,7 @@ from sklearn.metrics import roc_auc_score
 
 from core import icd
 from core.sources import diabetes130
-from core.synthetic import (
+from core.synthetic_profile import (
     AGE_GROUP_EDGES,
     INPATIENT_BUCKETS,
     READMISSION_TERMS,

@@ -282,34 +282,69 @@ def contributions_figure(contrib: pd.DataFrame, base_risk: Optional[float], top:
     return fig
 
 
+def histogram_x_range(histogram: pd.DataFrame, threshold: Optional[float] = None) -> list[float]:
+    """The x range (percent) of `risk_histogram_figure`: the bins that hold discharges (and the threshold),
+    half a bin plus 5% of that span either side, within 0-100. All bins when none holds any."""
+    filled = histogram[histogram["count"] > 0]
+    filled = filled if len(filled) else histogram
+    if filled.empty:
+        return [0.0, 100.0]
+    low, high = 100 * float(filled["bin_start"].min()), 100 * float(filled["bin_end"].max())
+    if threshold is not None and threshold == threshold:
+        low, high = min(low, 100 * threshold), max(high, 100 * threshold)
+    width = 100 * float((filled["bin_end"] - filled["bin_start"]).median())
+    pad = 0.5 * width + 0.05 * (high - low)
+    return [max(0.0, low - pad), min(100.0, high + pad)]
+
+
 def risk_histogram_figure(histogram: pd.DataFrame, threshold: Optional[float]) -> go.Figure:
-    """Bars of scored discharges by predicted risk (bin_start, bin_end, count) and the call threshold."""
-    fig = go.Figure(go.Bar(x=(histogram["bin_start"] + histogram["bin_end"]) / 2 * 100, y=histogram["count"],
-                           width=100 / max(1, len(histogram)) * 0.9, marker_color=PALETTE[0], name="discharges"))
+    """Bars of scored discharges by predicted risk (bin_start, bin_end, count) and the call threshold.
+    The x axis spans the risks that occur (`histogram_x_range`), not 0-100%: risks under 35% would leave
+    two thirds of the chart empty. Each bar is as wide as its own bin."""
+    start, end = 100 * histogram["bin_start"], 100 * histogram["bin_end"]
+    fig = go.Figure(go.Bar(x=(start + end) / 2, y=histogram["count"], width=(end - start) * 0.9,
+                           marker_color=PALETTE[0], name="discharges",
+                           customdata=list(zip(start, end)),
+                           hovertemplate="risk %{customdata[0]:.0f}-%{customdata[1]:.0f}%: "
+                                         "%{y:,} discharges<extra></extra>"))
     if threshold is not None and threshold == threshold:
         fig.add_vline(x=threshold * 100, line_dash="dash", line_color=RAISES,
                       annotation_text=f"threshold {threshold * 100:.1f}%")
-    fig.update_layout(title="Risk distribution of scored discharges", xaxis_title="predicted 30-day risk (%)",
+    fig.update_layout(title="Risk distribution of scored discharges", xaxis_title="predicted 30-day risk",
                       yaxis_title="discharges", height=340, margin={"t": 50, "b": 40}, template="plotly_white")
+    fig.update_xaxes(range=histogram_x_range(histogram, threshold), ticksuffix="%")
+    fig.update_yaxes(tickformat=",d", separatethousands=True)
     return fig
 
 
+RATIO_LABEL_WRAP = 18   # characters per measure label line: a 390 px screen keeps most of its width for points
+
+
 def hospital_ratio_figure(benchmark: pd.DataFrame, latest: int, previous: Optional[int]) -> go.Figure:
-    """One hospital's excess readmission ratio per measure beside its state's and the nation's medians."""
-    now_column = f"ratio FY{latest}"
-    fig = go.Figure()
-    for column, name, colour, symbol in ((now_column, f"this hospital FY{latest}", PALETTE[0], "circle"),
-                                         ("state median", "state median", PALETTE[1], "diamond"),
-                                         ("national median", "national median", PALETTE[2], "square")):
-        fig.add_scatter(x=benchmark[column], y=benchmark["measure_label"], mode="markers", name=name,
-                        marker={"color": colour, "symbol": symbol, "size": 13})
+    """One hospital's excess readmission ratio per measure beside its state's and the nation's medians.
+
+    Measures are named by their short name (`measure_short` where given), wrapped to `RATIO_LABEL_WRAP`
+    characters, with the full name in the hover, so a phone keeps the width for the points; the legend sits
+    below the plot and "1.0 = as expected" in the axis title, clear of the points."""
+    full = benchmark["measure_label"].astype(str).tolist()
+    short = benchmark["measure_short"] if "measure_short" in benchmark else benchmark["measure_label"]
+    labels = [wrap_label(label, RATIO_LABEL_WRAP) for label in short.astype(str)]
+    series = [(f"ratio FY{latest}", f"this hospital FY{latest}", PALETTE[0], "circle"),
+              ("state median", "state median", PALETTE[1], "diamond"),
+              ("national median", "national median", PALETTE[2], "square")]
     if previous:
-        fig.add_scatter(x=benchmark[f"ratio FY{previous}"], y=benchmark["measure_label"], mode="markers",
-                        name=f"this hospital FY{previous}",
-                        marker={"color": PALETTE[0], "symbol": "circle-open", "size": 13})
-    fig.add_vline(x=1.0, line_dash="dash", line_color=NEUTRAL, annotation_text="1.0 = as expected")
-    fig.update_layout(title="Excess readmission ratio by measure", xaxis_title="excess readmission ratio",
-                      height=420, template="plotly_white")
+        series.append((f"ratio FY{previous}", f"this hospital FY{previous}", PALETTE[0], "circle-open"))
+    fig = go.Figure()
+    for column, name, colour, symbol in series:
+        fig.add_scatter(x=benchmark[column], y=labels, mode="markers", name=name, customdata=full,
+                        marker={"color": colour, "symbol": symbol, "size": 13},
+                        hovertemplate="%{customdata}<br>" + name + ": %{x:.3f}<extra></extra>")
+    fig.add_vline(x=1.0, line_dash="dash", line_color=NEUTRAL)
+    fig.update_layout(title="Excess readmission ratio by measure",
+                      xaxis_title="excess readmission ratio (1.0 = as expected)",
+                      height=460, **_LAYOUT)
+    fig.update_layout(margin=dict(l=10, r=20, t=60, b=50), legend_y=-0.22)
+    fig.update_yaxes(autorange="reversed", automargin=True, categoryorder="array", categoryarray=labels)
     return fig
 
 

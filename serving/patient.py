@@ -17,7 +17,7 @@ from sqlalchemy import Engine, select
 from core import icd, lace, vocabulary
 from core import reasons as reason_text
 from core.features import FEATURE_LABELS, sort_for_history
-from core.intake import from_warehouse_frame
+from core.intake import from_warehouse_frame, warehouse_list
 from core.reasons import describe
 from core.schema import LIST_SEPARATOR
 from core.warehouse import Warehouse
@@ -45,6 +45,11 @@ class PatientDetail:
     @property
     def encounter_id(self) -> str:
         return str(self.encounter["encounter_id"])
+
+    @property
+    def medications_recorded(self) -> bool:
+        """False when the stay's medication list is null (not recorded); True when it was recorded, even empty."""
+        return warehouse_list(self.encounter.get("medication_changes"), "medication_changes") is not None
 
 
 def resolve_encounter(wh: Warehouse, encounter_id: Optional[str] = None,
@@ -92,11 +97,17 @@ def patient_detail(wh: Warehouse, encounter_id: str) -> Optional[PatientDetail]:
 
 
 def _diagnoses(encounter: dict[str, Any]) -> pd.DataFrame:
+    """Position, code and the code's title: the table has a Code column, so the description is the title
+    alone ('Heart failure'), not `icd.describe_diagnosis`'s 'Heart failure (428)'."""
     version = int(encounter.get("icd_version") or 9) if not pd.isna(encounter.get("icd_version") or 9) else 9
     codes = _as_list(encounter.get("diagnoses"))
-    return pd.DataFrame([{"position": i + 1, "code": icd.normalize_code(c, version) or c,
-                          "description": icd.describe_diagnosis(icd.normalize_code(c, version) or c, version)}
-                         for i, c in enumerate(codes) if c])
+    rows = []
+    for i, c in enumerate(codes):
+        if c:
+            code = icd.normalize_code(c, version) or c
+            rows.append({"position": i + 1, "code": code,
+                         "description": icd.diagnosis_title(code, version) or "Unlisted code"})
+    return pd.DataFrame(rows)
 
 
 def _medications(encounter: dict[str, Any]) -> pd.DataFrame:

@@ -10,10 +10,12 @@ Steps, identical for every caller:
    query); rows are emitted for input encounters only;
 2. ineligible encounters (died, hospice) get no risk and say why; encounters with impossible values
    (outside `core.schema` bounds) get no risk and name the problem;
-3. encoding with the model's fitted preprocessing (`core.encoding.encode`: unknown categories as in
-   training), one forward pass, calibration, tier and percentile from the predictor;
-4. optionally explanations (`models.explain.two_sided_shapley`: grouped Shapley values, no random numbers,
-   so an encounter gets the same numbers in every path) and plain-language reasons (`core.reasons`).
+3. the per-batch pipeline of `models.batch_scoring.BatchScorer.score`, the same code the Spark job
+   (`etl.score`) runs: encoding with the model's fitted preprocessing (`core.encoding.encode`: unknown
+   categories as in training), one forward pass, calibration, tier and percentile from the predictor,
+   optionally explanations (`models.explain.two_sided_shapley`: grouped Shapley values, no random
+   numbers, so an encounter gets the same numbers in every path) and plain-language reasons
+   (`core.reasons`).
 
 A service loaded with `warehouse=W` takes every call's patient history from W unless the call names
 another: the API and the dashboard then see the same features as `readmit score --warehouse W`.
@@ -21,9 +23,7 @@ another: the API and the dashboard then see the same features as `readmit score 
 from __future__ import annotations
 
 import json
-import logging
-import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -32,113 +32,71 @@ import pandas as pd
 
 from core import reasons as reason_text
 from core.config import get_settings
-from core.encoding import EncodedBatch, encode
+from core.encoding import EncodedBatch, Preprocessing, encode
 from core.errors import RowError, UserError
 from core.features import build_features, first_stay_features
 from core.intake import canonical_frame, impossible_values, read_input_file, to_canonical_rows, warehouse_history
+from core.predictions import PREDICTION_COLUMNS
 from core.schema import ENCOUNTER_FIELDS, INELIGIBLE_DISPOSITIONS
 from core.validation import bounds_message
-from models.explain import (
-    BACKGROUND_FILE,
-    FIELD_GROUPS,
-    GROUP_NAMES,
-    Background,
-    evaluate,
-    fallback_background,
-    load_background,
-    top_groups,
-    two_sided_shapley,
-)
-from models.inference import ReadmitPredictor
-
-log = logging.getLogger(__name__)
-
-PREDICTION_COLUMNS = ("encounter_id", "patient_id", "risk", "risk_tier", "risk_percentile", "reason_1", "reason_2",
-                      "reason_3", "attributions", "base_risk", "model_version", "eligible", "ineligible_reason",
-                      "problem")
-INELIGIBLE_WORDS = {"died": "Not scored: the patient died during the stay",
-                    "hospice": "Not scored: discharged to hospice"}
+from models.batch_scoring import SCORE_COLUMNS, BatchScorer, not_scored_reason
+from models.explain import FIELD_GROUPS
+from models.explain_background import Background
 
 
 @dataclass(frozen=True)
 class ScoringService:
-    """A loaded model plus its explanation background. Build once (`load`), share freely: nothing is mutated
-    but a memo of numbers that are the same whether remembered or computed again."""
-    predictor: Any
+    """The scoring steps (`models.batch_scoring.BatchScorer`: encode -> risk -> tier and percentile ->
+    attributions -> reasons, the code the Spark job runs) plus what only a service does: patient history,
+    eligibility and impossible values, files. Build once (`load`), share freely across threads: the scorer
+    runs one model call at a time and mutates nothing but a memo of numbers that are the same whether
+    remembered or computed again."""
+    scorer: BatchScorer
     model_dir: Optional[str] = None
-    background_source: str = "none"
-    background: Optional[Background] = None               # None: loaded without explanations
-    background_risk: Optional[np.ndarray] = field(default=None, compare=False)  # risk of each background row
     warehouse: Optional[str] = None                       # default patient-history source of every call
-    # One scoring call at a time per service (it also guards the memo): torch's threads are the parallelism.
-    _lock: threading.RLock = field(default_factory=threading.RLock, compare=False, repr=False)
-    # Added effects of (group, value) pairs met so far (`models.explain.added_effects`): the same numbers
-    # as computing them again, so a single encounter costs the API and the Patient page far fewer calls.
-    _known_effects: dict = field(default_factory=dict, compare=False, repr=False)
 
     # --- construction ---------------------------------------------------------------------
     @classmethod
     def load(cls, model_dir: str | Path, explain: bool = True, threads: Optional[int] = None,
-             **options: Any) -> "ScoringService":
-        """Load a model folder through `models.inference.ReadmitPredictor` (options: `from_predictor`'s)."""
-        threads = threads or get_settings().torch_threads
-        folder = Path(model_dir)
-        if not (folder / "config.json").exists():
-            raise UserError(f"no model in {folder} (config.json missing): train one with `readmit train` "
-                            "or pass --model DIR")
-        predictor = ReadmitPredictor.load(folder, threads=threads)
-        return cls.from_predictor(predictor, model_dir=str(folder), explain=explain, **options)
+             warehouse: Optional[str] = None) -> "ScoringService":
+        """Load a model folder (`BatchScorer.load`: manifest checked, background from the folder)."""
+        scorer = BatchScorer.load(model_dir, explain=explain, threads=threads or get_settings().torch_threads)
+        return cls(scorer=scorer, model_dir=str(Path(model_dir)), warehouse=None if warehouse is None else str(warehouse))
 
     @classmethod
     def from_predictor(cls, predictor: Any, model_dir: Optional[str | Path] = None, explain: bool = True,
                        background: Optional[Background] = None, warehouse: Optional[str] = None
                        ) -> "ScoringService":
-        model = predictor.model
-        model.eval()
-        for parameter in model.parameters():  # serving never trains: no parameter gradients
-            parameter.requires_grad_(False)
-        source = "none"
-        if explain:
-            if background is not None:
-                source = "given"
-            elif model_dir is not None and (background := load_background(model_dir)) is not None:
-                source = f"{BACKGROUND_FILE}"
-            else:
-                background = fallback_background(predictor.preprocessing)
-                source = "fallback (no explain_background.safetensors in the model folder)"
-                log.warning("explanations use a neutral one-row background: %s missing in %s",
-                            BACKGROUND_FILE, model_dir)
-        service = cls(predictor=predictor, model_dir=None if model_dir is None else str(model_dir),
-                      background_source=source, background=background if explain else None,
-                      warehouse=None if warehouse is None else str(warehouse))
-        return replace(service, background_risk=service.risk(background.batch)) if explain else service
+        """A service around a loaded predictor (`BatchScorer.from_predictor` chooses the background)."""
+        scorer = BatchScorer.from_predictor(predictor, model_dir, explain=explain, background=background)
+        return cls(scorer=scorer, model_dir=None if model_dir is None else str(model_dir),
+                   warehouse=None if warehouse is None else str(warehouse))
+
+    # --- the scorer's state, for callers and reports -----------------------------------------
+    @property
+    def background(self) -> Optional[Background]:
+        """The explanation background (None: loaded without explanations)."""
+        return self.scorer.background
+
+    @property
+    def background_risk(self) -> Optional[np.ndarray]:
+        return self.scorer.background_risk
+
+    @property
+    def background_source(self) -> str:
+        return self.scorer.background_source
 
     @property
     def model_version(self) -> str:
-        return str(getattr(self.predictor, "model_version", "unknown"))
+        return self.scorer.model_version
 
     @property
-    def preprocessing(self):
-        return self.predictor.preprocessing
-
-    @property
-    def base_risk(self) -> Optional[float]:
-        """Mean calibrated risk over the explanation background (None: no explanations)."""
-        if self.background is None or self.background_risk is None:
-            return None
-        return float(self.background_risk @ self.background.weights)
-
-    # --- model calls ----------------------------------------------------------------------
-    def raw_probability(self, batch: EncodedBatch) -> np.ndarray:
-        """Raw model probability of a 30-day readmission: the predictor's own computation."""
-        return np.asarray(self.predictor.raw_probability(batch), dtype=np.float64)
+    def preprocessing(self) -> Preprocessing:
+        return self.scorer.preprocessing
 
     def risk(self, batch: EncodedBatch) -> np.ndarray:
         """Calibrated risk: the number every caller shows (a row's risk does not depend on its batch)."""
-        return evaluate(self._calibrated, batch)
-
-    def _calibrated(self, batch: EncodedBatch) -> np.ndarray:
-        return np.asarray(self.predictor.calibrate(self.raw_probability(batch)), dtype=np.float64)
+        return self.scorer.risk(batch)
 
     # --- encounters -----------------------------------------------------------------------
     def features_for(self, encounters: pd.DataFrame, warehouse: Optional[str] = None) -> pd.DataFrame:
@@ -178,56 +136,18 @@ class ScoringService:
         out["eligible"] = eligible
         out["ineligible_reason"] = reason
         out["problem"] = problems
-        for i in np.flatnonzero(~eligible):
-            out.at[i, "reason_1"] = INELIGIBLE_WORDS.get(reason[i], f"Not scored: {reason[i]}")
-        for i in np.flatnonzero(eligible & ~scorable):
-            out.at[i, "reason_1"] = f"Not scored: {problems[i]}"
+        out["reason_1"] = [not_scored_reason(e, r, p) for e, r, p in zip(eligible, reason, problems)]
         rows = np.flatnonzero(scorable)
         if len(rows) == 0:
             return _typed_predictions(out)
-        batch = encode(features.iloc[rows], self.preprocessing)
-        with self._lock:
-            risk, attributions = self._risk_and_attributions(batch, explain)
-        risk_column = np.full(n, np.nan)
-        risk_column[rows] = risk
-        out["risk"] = risk_column
-        tiers = list(self.predictor.tier(risk))
-        percentiles = np.asarray(self.predictor.percentile(risk), dtype=np.float64)
-        tier_column = np.full(n, None, dtype=object)
-        tier_column[rows] = tiers
-        out["risk_tier"] = tier_column
-        pct_column = np.full(n, np.nan)
-        pct_column[rows] = percentiles
-        out["risk_percentile"] = pct_column
-        if attributions is not None:
-            out["base_risk"] = self.base_risk
-            records = features.iloc[rows].to_dict("records")
-            tops = top_groups(attributions, k=top_reasons)
-            attr_json = np.full(n, None, dtype=object)
-            reason_columns = {k: np.full(n, None, dtype=object) for k in range(1, 4)}
-            for local, row in enumerate(rows):
-                attr_json[row] = json.dumps({name: round(float(value), 6) for name, value in
-                                             zip(GROUP_NAMES, attributions[local])})
-                for k, g in enumerate(tops[local][:3], start=1):
-                    reason_columns[k][row] = reason_text.sentence(GROUP_NAMES[g], records[local],
-                                                                  attributions[local, g])
-                if not tops[local]:
-                    reason_columns[1][row] = reason_text.near_average(self.base_risk)
-            out["attributions"] = attr_json
-            for k in range(1, 4):
-                keep = out[f"reason_{k}"].to_numpy(dtype=object)
-                keep[rows] = reason_columns[k][rows]
-                out[f"reason_{k}"] = keep
+        scored = self.scorer.score(features.iloc[rows], explain=explain, top_reasons=top_reasons)
+        for column in SCORE_COLUMNS:
+            values = out[column].to_numpy(dtype=object)
+            values[rows] = scored[column].to_numpy(dtype=object)
+            out[column] = values
+        if explain and self.scorer.base_risk is not None:
+            out["base_risk"] = self.scorer.base_risk   # unscored rows too, as the Spark job writes them
         return _typed_predictions(out)
-
-    def _risk_and_attributions(self, batch: EncodedBatch, explain: bool
-                               ) -> tuple[np.ndarray, Optional[np.ndarray]]:
-        risk = self.risk(batch)
-        if not explain or self.background is None:
-            return risk, None
-        attributions, _ = two_sided_shapley(self.risk, batch, risk, self.background, self.background_risk,
-                                            known=self._known_effects)
-        return risk, attributions
 
     def explain_one(self, encounters: pd.DataFrame, warehouse: Optional[str] = None) -> dict[str, Any]:
         """The last encounter's risk, base risk, reasons and every group's attribution with its sentence: the
@@ -264,11 +184,8 @@ class ScoringService:
         rows = [i for i, row in enumerate(out) if row["eligible"] and row["problem"] is None]
         if not rows:
             return out
-        batch = encode(first_stay_features([records[i] for i in rows]), self.preprocessing)
-        with self._lock:
-            risk = self.risk(batch)
-        for i, value, tier, percentile in zip(rows, risk, self.predictor.tier(risk),
-                                               np.asarray(self.predictor.percentile(risk), dtype=np.float64)):
+        risk = self.risk(encode(first_stay_features([records[i] for i in rows]), self.preprocessing))
+        for i, value, tier, percentile in zip(rows, risk, *self.scorer.grade(risk)):
             out[i].update(risk=float(value), risk_tier=tier, risk_percentile=float(percentile))
         return out
 
@@ -340,11 +257,9 @@ def _unscored_row(record: Mapping[str, Any], model_version: str) -> dict[str, An
     row.update(encounter_id=str(record["encounter_id"]), patient_id=str(record["patient_id"]), risk=np.nan,
                risk_percentile=np.nan, model_version=model_version, eligible=eligible, ineligible_reason=reason,
                problem=problem)
-    if not eligible:
-        row["reason_1"] = INELIGIBLE_WORDS.get(reason, f"Not scored: {reason}")
-    elif problem is not None:
-        row["reason_1"] = f"Not scored: {problem}"
+    row["reason_1"] = not_scored_reason(eligible, reason, problem)
     return row
+
 
 def _typed_predictions(out: pd.DataFrame) -> pd.DataFrame:
     out = out[list(PREDICTION_COLUMNS)].copy()

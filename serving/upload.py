@@ -2,7 +2,8 @@
 
 `score_upload` stores nothing. `add_to_worklist` stores the valid rows (uploaded_discharge, one per
 (source, encounter id): the same file twice changes nothing) with their scores and reasons (uploaded_score);
-`uploaded_rows` gives them to the worklist in its row columns. Invalid rows are never stored.
+`uploaded_rows` gives them to the worklist in its row columns. Invalid rows are never stored. The scores
+of the stored rows also go to the prediction log (channel "upload", with the feature rows the model saw).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from core.schema import COLUMNS, template_columns, template_example_row
 from core.spreadsheet import safe_csv
 from serving.database import session_scope
 from serving.db_tables import SOURCE_LEN, USER_LEN, UploadedDischarge, UploadedScore
+from serving.prediction_log import log_predictions, with_context
 from serving.worklist import ROW_COLUMNS, empty_rows
 
 
@@ -132,8 +134,11 @@ def add_to_worklist(engine: Engine, service, data: bytes, filename: str, *, by: 
         _insert(engine, new, predictions, by, filename, str(service.model_version))
     except IntegrityError:  # someone stored some of these rows meanwhile: store the rest
         new = encounters[~_stored(engine, encounters)]
-        _insert(engine, new, predictions.loc[new["encounter_id"].astype(str)], by, filename,
-                str(service.model_version))
+        predictions = predictions.loc[new["encounter_id"].astype(str)]
+        _insert(engine, new, predictions, by, filename, str(service.model_version))
+    if len(new):  # the stored rows' scores, as served, into the prediction log (channel "upload")
+        features = with_context(service.features_for(encounters, warehouse), encounters)
+        log_predictions(engine, "upload", predictions.reset_index(drop=True), features, str(service.model_version))
     return AddResult(len(new), len(encounters) - len(new), errors)
 
 

@@ -258,7 +258,9 @@ def test_hospital_benchmark_keeps_missing_values_missing(demo_wh):
     assert {"ratio FY2025", "ratio FY2024", "state median", "national median", "change"} <= set(table.columns)
     missing = table[table["ratio FY2025"].isna()]
     assert len(missing) and set(missing["status"]) <= {hospitals_q.TOO_FEW, hospitals_q.NOT_AVAILABLE}
-    assert hospitals_q.display_ratio(None) == hospitals_q.TOO_FEW
+    assert set(missing[hospitals_q.reason_column("ratio FY2025")]) == set(missing["status"])
+    assert hospitals_q.display_ratio(None) == hospitals_q.NOT_AVAILABLE   # a reason is never assumed
+    assert hospitals_q.display_ratio(None, hospitals_q.TOO_FEW) == hospitals_q.TOO_FEW
     assert hospitals_q.hospital_benchmark(wh, "999999") is None
 
 

@@ -20,17 +20,14 @@ from models.explain import (
     FIELD_GROUPS,
     GROUP_NAMES,
     FieldGroup,
-    _coalition_values,
-    build_background,
     evaluate,
     group_values,
     input_units,
-    load_background,
-    reference_shapley,
-    save_background,
     two_sided_shapley,
     unit_groups,
 )
+from models.explain_background import build_background, load_background, save_background
+from models.explain_reference import coalition_values, reference_shapley
 from serving.scoring import ScoringService
 
 torch.set_num_threads(1)
@@ -98,7 +95,7 @@ def test_exact_reference_matches_shap(tiny):
     owner = unit_groups(groups)
 
     def value(masks):
-        return _coalition_values(risk, x, tiny["background"], np.asarray(masks, dtype=bool), owner)
+        return coalition_values(risk, x, tiny["background"], np.asarray(masks, dtype=bool), owner)
 
     explainer = shap.explainers.Exact(value, shap.maskers.Independent(np.zeros((1, len(groups))), max_samples=1))
     theirs = explainer(np.ones((1, len(groups)))).values[0]

@@ -31,6 +31,7 @@ from core.warehouse import MANIFEST_FILE, table_version_path, write_pointer
 from serving import monitoring
 from serving.database import engine_for, migrate
 from serving.db_tables import Outcome
+from serving.monitoring import alerting as monitoring_alerts
 from serving.outcomes import outcomes_from_warehouse, read_outcomes_file, write_outcomes
 from serving.prediction_log import log_predictions, log_warehouse_predictions
 from serving.scoring import ScoringService
@@ -142,7 +143,7 @@ def test_metrics_scrape_gives_requests_errors_and_latency():
                                            "histogram\n" + text + "\n")
     assert metrics["requests"] == 100 and metrics["error_rate"] == pytest.approx(0.05)
     assert metrics["p50_seconds"] == pytest.approx(0.01) and metrics["p95_seconds"] == pytest.approx(0.55)
-    assert [a.severity for a in monitoring._service_alerts({"metrics": metrics})] == ["act"]
+    assert [a.severity for a in monitoring_alerts._service_alerts({"metrics": metrics})] == ["act"]
 
 
 # --- the log matched to outcomes, on both backends ------------------------------------------------------
@@ -376,10 +377,6 @@ def test_a_shift_injected_into_one_column_is_flagged_and_only_that_column(tmp_pa
     csv, root = tmp_path / "discharges.csv", tmp_path / "wh"
     synthetic.write_template_csv(csv, rows=8_000, seed=21, end=END)
     frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    # `readmit score --warehouse` fails on an encounter without diabetes drugs loaded from a discharges file
-    # (core.intake.from_warehouse_frame gets pd.NA for the empty list; reported): every row lists one here.
-    none = frame["medication_changes"] == ""
-    frame.loc[none, ["medication_changes", "diabetes_med"]] = ["metformin:steady", "true"]
     change = pd.Timestamp("2026-06-15")
     after = pd.to_datetime(frame["discharge_time"]) >= change
     frame.loc[after, "num_lab_procedures"] = (frame.loc[after, "num_lab_procedures"].astype(int) + 25).astype(str)

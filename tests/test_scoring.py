@@ -26,7 +26,7 @@ from core.predictions import KEEP_VERSIONS, write_predictions
 from core.schema import arrow_schema, template_columns, template_example_row
 from core.sources import diabetes130
 from core.warehouse import Warehouse, read_pointer, write_pointer
-from models.explain import build_background, save_background
+from models.explain_background import build_background, save_background
 from serving.scoring import ScoringService
 
 torch.set_num_threads(1)

@@ -21,6 +21,7 @@ from core import synthetic
 from core.features import build_features
 from core.labels import READMISSION_WINDOW_DAYS, is_readmission
 from core.schema import AGE_BANDS, COLUMNS, FIELDS_BY_NAME, LIST_SEPARATOR, EncounterIn, arrow_schema, template_columns
+from core.synthetic_profile import READMISSION_TERMS
 from tests.conftest import REPO_ROOT
 
 
@@ -259,8 +260,8 @@ def test_profile_has_no_small_cells():
 
 def test_profile_model_matches_the_code():
     model = synthetic.load_profile()["readmission"]
-    assert tuple(model["terms"]) == synthetic.READMISSION_TERMS
-    assert len(model["coefficients"]) == len(synthetic.READMISSION_TERMS)
+    assert tuple(model["terms"]) == READMISSION_TERMS
+    assert len(model["coefficients"]) == len(READMISSION_TERMS)
     assert dict(zip(model["terms"], model["coefficients"]))["log1p_prior_inpatient"] > 0.3
 
 

@@ -2,8 +2,8 @@
 
 Each page file calls `page(title)` on its first line, so a page reached by any URL is gated: there
 is no router that could be bypassed. Navigation is drawn here (Streamlit's automatic list is off in
-.streamlit/config.toml) so the names are exactly Home, Worklist, Patient, Upload, Model quality and
-Hospitals."""
+.streamlit/config.toml) so the names are exactly Home, Worklist, Patient, Upload, Model quality,
+Hospitals and Monitoring."""
 from __future__ import annotations
 
 import streamlit as st
@@ -15,8 +15,9 @@ NAVIGATION = (
     ("pages/1_Worklist.py", "Worklist", ":material/list:"),
     ("pages/2_Patient.py", "Patient", ":material/person:"),
     ("pages/3_Upload.py", "Upload", ":material/upload_file:"),
-    ("pages/4_Model_quality.py", "Model quality", ":material/monitoring:"),
+    ("pages/4_Model_quality.py", "Model quality", ":material/analytics:"),
     ("pages/5_Hospitals.py", "Hospitals", ":material/local_hospital:"),
+    ("pages/6_Monitoring.py", "Monitoring", ":material/monitoring:"),
 )
 
 

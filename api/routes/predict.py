@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Query, status
 
-from api.deps import AUTH_ERRORS, PROTECTED, BatcherDep, MetricsDep, ScorerDep, SettingsDep
+from api.deps import AUTH_ERRORS, PROTECTED, BatcherDep, MetricsDep, PredictionLogDep, ScorerDep, SettingsDep
 from api.schemas import (
     BatchPrediction,
     BatchRequest,
@@ -49,13 +49,15 @@ async def predict(encounter: OneEncounter, batcher: BatcherDep, metrics: Metrics
 @router.post("/predict/batch", response_model=BatchPrediction,
              summary="Risks for up to READMIT_API_MAX_BATCH encounters (default 1000)")
 def predict_batch(batch: Batch, scorer: ScorerDep, settings: SettingsDep, metrics: MetricsDep,
-                  explain: WithReasons = False) -> BatchPrediction:
+                  log_scored: PredictionLogDep, explain: WithReasons = False) -> BatchPrediction:
     if len(batch.encounters) > settings.max_batch:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
                             detail=f"{len(batch.encounters)} encounters in one batch; the limit is "
                                    f"{settings.max_batch} (READMIT_API_MAX_BATCH)")
     ids = [e.encounter_id for e in batch.encounters]  # unique: BatchRequest checks
-    scored = scorer.score_encounters(to_canonical_frame(batch.encounters), explain=explain, top_reasons=3)
+    canonical = to_canonical_frame(batch.encounters)
+    scored = scorer.score_encounters(canonical, explain=explain, top_reasons=3)
+    log_scored(canonical, scored)  # handed to the prediction log's thread (features computed there)
     by_id = {row["encounter_id"]: row for row in scored.to_dict(orient="records")}
     predictions = [Prediction(**prediction_from_row(by_id[i], scorer.model_version)) for i in ids]
     metrics.observe_risks(p.risk for p in predictions)
