@@ -61,9 +61,11 @@ fuzz: $(DEV_STAMP)
 
 # Assemble the Hugging Face Space folder (.space/): app, shipped model, synthetic demo warehouse.
 space: $(RUNTIME_STAMP)
-	rm -rf .space .space-warehouse
-	$(VENV)/bin/readmit demo --no-serve --rebuild --warehouse .space-warehouse $(if $(CMS_INPUT),--cms-input $(CMS_INPUT))
-	$(PY) scripts/build_space.py --out .space --model models/champion --warehouse .space-warehouse
+	rm -rf .space .space-warehouse .space-operational.sqlite3
+	READMIT_DATABASE_URL=sqlite:///$(CURDIR)/.space-operational.sqlite3 \
+	  $(VENV)/bin/readmit demo --no-serve --rebuild --warehouse .space-warehouse $(if $(CMS_INPUT),--cms-input $(CMS_INPUT))
+	$(PY) scripts/build_space.py --out .space --model models/champion --warehouse .space-warehouse \
+	  --database .space-operational.sqlite3
 
 clean:
 	rm -rf $(VENV) data/warehouse

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Annotated, Any, Optional, Protocol
 
@@ -86,13 +87,22 @@ class MicroBatcher:
       one call would be each other's history, so two of one patient (or encounter) never share a call.
     Every request is scored exactly as if alone. If a combined call fails, each row is retried alone, so
     one bad row cannot fail its neighbours.
+
+    With `on_scored` (the prediction log), each call's inputs, prediction rows and the feature values the
+    scorer built are handed over as soon as the call is scored; when it returns a Future (durable logging),
+    the call's requests are answered only once that Future is done (their rows committed), while the loop
+    goes on scoring the next requests: the commit of one call overlaps the scoring of the next, and the
+    log's thread writes every call waiting in one transaction.
     """
 
     def __init__(self, scorer: Any, max_rows: int = 64, on_call: Optional[Any] = None,
                  on_scored: Optional[Any] = None) -> None:
         self.scorer = scorer
         self.on_call = on_call  # called with the row count of every scoring call (metrics)
-        self.on_scored = on_scored  # called with (canonical records or frame, prediction rows) of every call
+        # called with (canonical records or frame, prediction rows, features or None) of every call; may
+        # return a concurrent Future that the call's answers wait for (durable logging)
+        self.on_scored = on_scored
+        self._delivering: set[asyncio.Task] = set()
         self.max_rows = max_rows
         self.independent = getattr(scorer, "warehouse", None) is None  # no history: records stand alone
         self._queue: Optional[asyncio.Queue] = None
@@ -103,6 +113,8 @@ class MicroBatcher:
         self._task = asyncio.create_task(self._run(), name="readmit-microbatcher")
 
     async def stop(self) -> None:
+        if self._delivering:  # answers waiting for their log rows: let them go out first
+            await asyncio.wait(set(self._delivering), timeout=30)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -142,17 +154,39 @@ class MicroBatcher:
                 groups.append((set(keys), [row]))
         return [members for _, members in groups]
 
-    def _score_rows(self, rows: list[_Row]) -> list[dict[str, Any]]:
+    def _score_rows(self, rows: list[_Row]) -> tuple[list[dict[str, Any]], Optional[Future]]:
+        """One scoring call: its prediction rows, and the log's Future when the answers must wait for it."""
+        features: Any = None
         if self._alone(rows[0]):
             inputs: Any = [canonical_record(row.encounter) for row in rows]
-            scored = self.scorer.score_records(inputs)
+            with_features = getattr(self.scorer, "score_records_with_features", None)
+            if with_features is not None and self.on_scored is not None:
+                scored, positions, columns = with_features(inputs)
+                features = (positions, columns)
+            else:
+                scored = self.scorer.score_records(inputs)
+            logged: Any = scored
         else:
             inputs = to_canonical_frame([row.encounter for row in rows])
-            scored = self.scorer.score_encounters(inputs, explain=rows[0].explain, top_reasons=3
-                                                  ).to_dict(orient="records")
-        if self.on_scored is not None:
-            self.on_scored(inputs, scored)  # the prediction log: a hand-over, written off this path
-        return scored
+            with_features = getattr(self.scorer, "score_encounters_with_features", None)
+            if with_features is not None and self.on_scored is not None:
+                logged, features = with_features(inputs, explain=rows[0].explain, top_reasons=3)
+            else:
+                logged = self.scorer.score_encounters(inputs, explain=rows[0].explain, top_reasons=3)
+            scored = logged.to_dict(orient="records")
+        pending = self.on_scored(inputs, logged, features) if self.on_scored is not None else None
+        return scored, pending if isinstance(pending, Future) else None
+
+    async def _deliver(self, live: list[_Row], scored: list[dict[str, Any]], pending: Optional[Future]) -> None:
+        if pending is not None:
+            await asyncio.wrap_future(pending)  # True or False: a failed write is counted, the answer goes out
+        for row, result in zip(live, scored):
+            row.deliver(result)
+
+    def _deliver_later(self, live: list[_Row], scored: list[dict[str, Any]], pending: Future) -> None:
+        task = asyncio.create_task(self._deliver(live, scored, pending))
+        self._delivering.add(task)
+        task.add_done_callback(self._delivering.discard)
 
     async def _run(self) -> None:
         assert self._queue is not None
@@ -167,14 +201,23 @@ class MicroBatcher:
                 if self.on_call is not None:
                     self.on_call(len(live))
                 try:
-                    for row, scored in zip(live, await anyio.to_thread.run_sync(self._score_rows, live)):
-                        row.deliver(scored)
+                    scored, pending = await anyio.to_thread.run_sync(self._score_rows, live)
                 except Exception:
                     for row in live:
                         try:
-                            row.deliver((await anyio.to_thread.run_sync(self._score_rows, [row]))[0])
+                            one, pending = await anyio.to_thread.run_sync(self._score_rows, [row])
                         except Exception as error:
                             row.deliver(error=error)
+                            continue
+                        if pending is None:
+                            row.deliver(one[0])
+                        else:
+                            self._deliver_later([row], one, pending)
+                    continue
+                if pending is None:
+                    await self._deliver(live, scored, None)
+                else:
+                    self._deliver_later(live, scored, pending)
 
 
 def get_api_settings(request: Request) -> ApiSettings:
@@ -204,8 +247,9 @@ def get_metrics(request: Request) -> ApiMetrics:
 
 
 def get_prediction_log(request: Request) -> Any:
-    """A callable (canonical inputs, prediction rows or frame) -> None that logs served predictions."""
-    return getattr(request.app.state, "log_scored", None) or (lambda inputs, scored: None)
+    """A callable (canonical inputs, prediction rows or frame, features or None) that logs served predictions
+    and returns a Future to wait for before answering (durable logging), or None."""
+    return getattr(request.app.state, "log_scored", None) or (lambda inputs, scored, features=None: None)
 
 
 SettingsDep = Annotated[ApiSettings, Depends(get_api_settings)]

@@ -8,10 +8,18 @@ machine several single-threaded workers beat one multi-threaded worker, and torc
 thread per core in every worker) oversubscribes the CPU.
 
 Every prediction of `/predict` and `/predict/batch` goes to the prediction log (channel "api",
-`serving.prediction_log`): the route hands the scored rows to a `PredictionLogWriter`, whose thread
-computes the feature rows and writes them, so the answer does not wait for the database (a bounded queue:
-rows it refuses are counted in /metrics as `readmit_api_prediction_log_rows{outcome="dropped"}`).
-`READMIT_API_PREDICTION_LOG` = `async` (default), `sync` (written before the answer) or `off`.
+`serving.prediction_log`), with the feature values the scorer built for it (not built again).
+`READMIT_API_PREDICTION_LOG` chooses how:
+- `sync` (default, durable): a request is answered only once its row is committed. The micro-batcher hands
+  each scoring call's rows to a `PredictionLogWriter`, whose thread writes every call waiting in one
+  transaction (group commit) while the next requests are scored; the answers of a call go out when its
+  commit returns. On SQLite the writer commits with `synchronous = NORMAL` (WAL): a committed row
+  survives a crash of the process; a power loss or OS crash may lose the last commits.
+- `async`: opt-in, the answer does not wait; the thread writes about twice a second (`linger`), so a crash
+  of the process loses the rows of the last half second or so: this breaks the durability promise.
+- `off`: nothing is logged.
+A bounded queue: rows refused are counted in /metrics as `readmit_api_prediction_log_rows{outcome="dropped"}`,
+rows whose write failed as `outcome="failed"` (the answer still goes out; watch that counter).
 
 Settings are `core.config.Settings` (API keys from the environment only); `ApiSettings` is the API's
 view of them plus the `--insecure-no-auth` flag, which only `readmit api` passes (it builds the app
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from typing import Any, Callable, Optional
 
@@ -42,7 +51,8 @@ from core.config import Settings
 from core.warehouse import Warehouse
 from serving.database import get_engine
 from serving.monitoring import serving_model_dir
-from serving.prediction_log import PredictionLogWriter, record_features, with_context
+from serving.prediction_log import record_log_rows, with_context
+from serving.prediction_log_writer import PredictionLogWriter
 from serving.scoring import ScoringService
 
 log = logging.getLogger("uvicorn.error")  # uvicorn's own log: each worker's model load shows beside its start
@@ -50,31 +60,29 @@ log = logging.getLogger("uvicorn.error")  # uvicorn's own log: each worker's mod
 ScorerLoader = Callable[[str], Any]
 PREDICTION_LOG_VARIABLE = "READMIT_API_PREDICTION_LOG"
 PREDICTION_LOG_MODES = ("async", "sync", "off")
-PREDICTION_LOG_LINGER_S = 0.5  # the log's thread writes at most about twice a second: many requests per write
+PREDICTION_LOG_LINGER_S = 0.5  # `async` only: the log's thread writes at most about twice a second
+DEFAULT_PREDICTION_LOG = "sync"
 
 
 def prediction_log_mode(mode: Optional[str] = None) -> str:
-    chosen = (mode or os.environ.get(PREDICTION_LOG_VARIABLE) or "async").strip().lower()
+    chosen = (mode or os.environ.get(PREDICTION_LOG_VARIABLE) or DEFAULT_PREDICTION_LOG).strip().lower()
     if chosen not in PREDICTION_LOG_MODES:
         raise ValueError(f"{PREDICTION_LOG_VARIABLE} must be one of {', '.join(PREDICTION_LOG_MODES)}")
     return chosen
 
 
-def _record_frames(parts: list) -> tuple[pd.DataFrame, Optional[pd.DataFrame]]:
-    """(record, prediction row) pairs of `score_records` calls -> the log's frames, in one go."""
-    return pd.DataFrame([row for _, row in parts]), record_features([record for record, _ in parts])
-
-
 def _frame_frames(scorer: Any) -> Callable[[list], tuple[pd.DataFrame, Optional[pd.DataFrame]]]:
-    """(canonical frame, predictions) pairs of `score_encounters` calls -> the log's frames; each call's
-    features from the scorer's own `features_for` (history included), none from a scorer without it."""
+    """(canonical frame, predictions, features or None) of `score_encounters` calls -> the log's frames; the
+    features the scorer built, else its own `features_for` (history included), none from a scorer without it."""
     def build(parts: list) -> tuple[pd.DataFrame, Optional[pd.DataFrame]]:
-        predictions = pd.concat([s if isinstance(s, pd.DataFrame) else pd.DataFrame(s) for _, s in parts],
+        predictions = pd.concat([s if isinstance(s, pd.DataFrame) else pd.DataFrame(s) for _, s, _ in parts],
                                 ignore_index=True)
         features_for = getattr(scorer, "features_for", None)
-        if features_for is None:
+        features = [f if f is not None else features_for(frame) if features_for is not None else None
+                    for frame, _, f in parts]
+        if any(f is None for f in features):
             return predictions, None
-        return predictions, pd.concat([with_context(features_for(frame), frame) for frame, _ in parts],
+        return predictions, pd.concat([with_context(f, frame) for f, (frame, _, _) in zip(features, parts)],
                                       ignore_index=True)
     return build
 
@@ -82,17 +90,25 @@ def _frame_frames(scorer: Any) -> Callable[[list], tuple[pd.DataFrame, Optional[
 def _prediction_logger(app: FastAPI, mode: str) -> Optional[PredictionLogWriter]:
     if mode == "off":
         return None
-    writer = PredictionLogWriter(get_engine(), synchronous=mode == "sync", linger=PREDICTION_LOG_LINGER_S,
+    writer = PredictionLogWriter(get_engine(), linger=PREDICTION_LOG_LINGER_S if mode == "async" else 0.0,
                                  on_rows=app.state.metrics.observe_prediction_log)
-
     scorer = app.state.scorer
+    version = scorer.model_version
     frames_of = _frame_frames(scorer)  # one function for the app's lifetime: calls of one kind merge
 
-    def log_scored(inputs: Any, scored: Any) -> None:
-        if isinstance(inputs, list):  # independent records (`score_records`)
-            writer.submit("api", scorer.model_version, len(scored), list(zip(inputs, scored)), _record_frames)
+    def records_of(parts: list) -> list:
+        return record_log_rows(parts, "api", version)
+
+    submit = writer.submit_waiting if mode == "sync" else writer.submit
+
+    def log_scored(inputs: Any, scored: Any, features: Any = None) -> Optional[Future]:
+        """Hand one scoring call to the log; a Future to answer after (`sync`), else None."""
+        if isinstance(inputs, list):  # independent records (`score_records[_with_features]`)
+            positions, columns = features if features is not None else ([], {})
+            pending = submit("api", version, len(scored), [(inputs, scored, positions, columns)], records_of)
         else:
-            writer.submit("api", scorer.model_version, len(scored), [(inputs, scored)], frames_of)
+            pending = submit("api", version, len(scored), [(inputs, scored, features)], frames_of)
+        return pending if isinstance(pending, Future) else None
 
     app.state.log_scored = log_scored
     return writer

@@ -14,10 +14,11 @@ one keep-alive connection each) for S seconds per scenario:
 and prints one JSON object: latency percentiles, throughput, errors, each /predict scenario's throughput
 as a share of /health's from the same run, the load average before and after, and the aims.
 
-    python benchmarks/api_load.py --prediction-log-ab [--log-modes async sync] [--seconds 20] [--rounds 2]
+    python benchmarks/api_load.py --prediction-log-ab [--log-modes sync async] [--seconds 20] [--rounds 3]
 
-measures only scenario 2 on servers with the prediction log off and on (READMIT_API_PREDICTION_LOG), in
-alternating rounds, and prints each mode's throughput, its ratio to "off", and the rows the log counted.
+measures only scenario 2 on servers with the prediction log off and on (READMIT_API_PREDICTION_LOG: `sync`,
+the durable default, and `async`), in alternating rounds, and prints each mode's throughput, its ratio to
+"off" (per round and on average), the load average, and the rows the log counted.
 The key is generated per run (`secrets.token_urlsafe(32)`: passes the key-strength rule). Loopback only.
 """
 from __future__ import annotations
@@ -200,12 +201,15 @@ def prediction_log_ab(args: argparse.Namespace) -> dict:
         out: dict = {"load_average_before": load_average(), "clients": args.clients, "seconds": args.seconds,
                      "rounds": []}
         for _ in range(args.rounds):
-            out["rounds"].append({mode: asyncio.run(closed_loop(servers[mode][1], args.key, args.clients, args.seconds,
-                                                                "POST", "/predict", distinct)) for mode in modes})
+            this_round = {mode: asyncio.run(closed_loop(servers[mode][1], args.key, args.clients, args.seconds,
+                                                        "POST", "/predict", distinct)) for mode in modes}
+            out["rounds"].append({**this_round, "load_average": load_average()})
         for mode in modes:
             out[f"{mode}_rps"] = round(float(np.mean([r[mode]["throughput_rps"] for r in out["rounds"]])), 1)
             out[f"{mode}_p95_ms"] = round(float(np.mean([r[mode]["p95_ms"] for r in out["rounds"]])), 1)
         out["ratio_vs_off"] = {mode: round(out[f"{mode}_rps"] / out["off_rps"], 3) for mode in args.log_modes}
+        out["ratio_vs_off_by_round"] = {mode: [round(r[mode]["throughput_rps"] / r["off"]["throughput_rps"], 3)
+                                               for r in out["rounds"]] for mode in args.log_modes}
         time.sleep(2)
         out["prediction_log_rows"] = {mode: log_counts(servers[mode][1], args.key) for mode in args.log_modes}
         out["load_average_after"] = load_average()
@@ -221,8 +225,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prediction-log-ab", action="store_true",
                         help="only /predict with the prediction log off against --log-modes (alternating rounds)")
-    parser.add_argument("--log-modes", nargs="+", default=["async"], choices=("async", "sync"))
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of --prediction-log-ab")
+    parser.add_argument("--log-modes", nargs="+", default=["sync", "async"], choices=("async", "sync"))
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --prediction-log-ab")
     parser.add_argument("--model", default=str(REPO / "models" / "champion"))
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=30, help="per scenario")

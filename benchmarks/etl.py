@@ -112,10 +112,12 @@ def make_input(rows: int, seed: int, folder: Path) -> Path:
     return path
 
 
-def run_spark(input_path: str, warehouse: str, master: str, driver_memory: str = "2g") -> int:
+def run_spark(input_path: str, warehouse: str, master: str, driver_memory: str = "2g",
+              java_options: str | None = None) -> int:
     """The ETL job on a Parquet of canonical encounters (the extract step swapped for a read)."""
     rows = pq.ParquetFile(input_path).metadata.num_rows
-    spark = get_spark(master, driver_memory, shuffle_partitions=pipeline.shuffle_partitions(rows))
+    spark = get_spark(master, driver_memory, shuffle_partitions=pipeline.shuffle_partitions(rows),
+                      java_options=java_options)
 
     class ParquetAdapter:
         @staticmethod
@@ -147,8 +149,9 @@ def measure(command: list[str], env: dict | None = None) -> dict:
 
     CPU-seconds sum each process's own user + system time at its last sample (a process's last
     `SAMPLE_SECONDS` before it exits are missed); the peak is the largest sum of resident memory of
-    the tree at one sample (pages shared between forked workers count once per process), split by
-    process name at that sample in "peak_mb_by_process". The child's last stdout line is "out"."""
+    the tree at one sample (pages shared between forked workers count once per process; a JVM's
+    short-lived forks that exec a helper such as `chmod` are left out: they would count the JVM's memory
+    twice), split by process name at that sample in "peak_mb_by_process". The child's last stdout line is "out"."""
     peak, peak_parts, cpu = 0, {}, {}
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -164,11 +167,16 @@ def measure(command: list[str], env: dict | None = None) -> dict:
             except psutil.Error:
                 tree = []
             parts: dict[str, int] = {}
+            java = {}
             for p in tree:
                 try:
-                    name = p.name()
+                    name = p.name() if p.pid != watched.pid else "main"
+                    if name == "java":
+                        java[p.pid] = p.cmdline()
+                    elif p.ppid() in java and p.cmdline() == java[p.ppid()]:
+                        continue  # the JVM forked to exec a helper (chmod, rm): its pages are the JVM's own
                     parts[name] = parts.get(name, 0) + p.memory_info().rss
-                    cpu[(p.pid, p.create_time())] = _own_cpu(p)
+                    cpu[(p.pid, p.create_time())] = (name, _own_cpu(p))
                 except psutil.Error:
                     pass
             if sum(parts.values()) > peak:
@@ -182,7 +190,11 @@ def measure(command: list[str], env: dict | None = None) -> dict:
     seconds = time.perf_counter() - start
     if process.returncode != 0:
         raise RuntimeError(f"{command[2:5]} failed:\n{err[-3000:]}")
-    return {"seconds": seconds, "cpu_s": sum(cpu.values()), "peak_mb": peak / 2**20,
+    cpu_by_process: dict[str, float] = {}
+    for name, seconds_ in cpu.values():
+        cpu_by_process[name] = cpu_by_process.get(name, 0.0) + seconds_
+    return {"seconds": seconds, "cpu_s": sum(cpu_by_process.values()), "cpu_s_by_process": cpu_by_process,
+            "peak_mb": peak / 2**20,
             "peak_mb_by_process": {name: rss / 2**20 for name, rss in peak_parts.items()},
             "load_avg_1m": os.getloadavg()[0], "out": out.strip().splitlines()[-1]}
 
@@ -195,12 +207,14 @@ def main() -> None:
     parser.add_argument("--driver-memory", default="2g")
     parser.add_argument("--keep", help="keep inputs and warehouses in this folder (inputs are reused)")
     parser.add_argument("--event-log", help="write Spark's event log to this folder")
+    parser.add_argument("--java-options", help="the local JVM's options instead of etl.spark.LOCAL_JAVA_OPTIONS "
+                                               "('' for the JVM's defaults)")
     parser.add_argument("--engine", choices=["spark", "duckdb"], help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine == "spark":
-        print(run_spark(args.input, args.output, args.master, args.driver_memory))
+        print(run_spark(args.input, args.output, args.master, args.driver_memory, args.java_options))
         return
     if args.engine == "duckdb":
         print(run_duckdb(args.input, args.output))
@@ -219,6 +233,43 @@ def spark_env(event_log: str | None) -> dict:
                                    "--conf spark.eventLog.compress=false pyspark-shell"}
 
 
+def stage_times(event_log: str) -> list[dict]:
+    """Per completed stage of the newest application in `event_log` (Spark's uncompressed JSON lines): its
+    job, name (the call site), tasks, wall seconds, summed task run time, JVM CPU time (task threads only:
+    Python workers' time shows in run time, not here), GC, records read and shuffle bytes written."""
+    apps = sorted(Path(event_log).glob("*"), key=lambda p: p.stat().st_mtime)
+    if not apps:
+        return []
+    files = sorted(apps[-1].glob("events_*")) if apps[-1].is_dir() else [apps[-1]]
+    job_of, stages = {}, []
+    for line in (line for file in files for line in open(file)):
+        event = json.loads(line)
+        if event["Event"] == "SparkListenerJobStart":
+            job_of.update({stage: event["Job ID"] for stage in event["Stage IDs"]})
+        elif event["Event"] == "SparkListenerStageCompleted":
+            info = event["Stage Info"]
+            metric = {a["Name"]: float(a.get("Value") or 0) for a in info.get("Accumulables", [])
+                      if str(a.get("Value", "")).lstrip("-").replace(".", "", 1).isdigit()}
+            stages.append({"job": job_of.get(info["Stage ID"]), "stage": info["Stage ID"],
+                           "name": info["Stage Name"].split(" at ")[0] + " at " + info["Stage Name"].split("/")[-1],
+                           "tasks": info["Number of Tasks"],
+                           "wall_s": (info.get("Completion Time", 0) - info.get("Submission Time", 0)) / 1000,
+                           "task_run_s": metric.get("internal.metrics.executorRunTime", 0) / 1000,
+                           "jvm_cpu_s": metric.get("internal.metrics.executorCpuTime", 0) / 1e9,
+                           "gc_s": metric.get("internal.metrics.jvmGCTime", 0) / 1000,
+                           "records_read": int(metric.get("internal.metrics.input.recordsRead", 0)
+                                               + metric.get("internal.metrics.shuffle.read.recordsRead", 0)),
+                           "shuffle_write_mb": metric.get("internal.metrics.shuffle.write.bytesWritten", 0) / 2**20})
+    return stages
+
+
+def print_stage_times(stages: list[dict]) -> None:
+    for s in stages:
+        print(f"  job {s['job']:>3} stage {s['stage']:>3} {s['name'][:58]:<58} {s['tasks']:>3} tasks "
+              f"{s['wall_s']:7.1f} s wall {s['task_run_s']:7.1f} s run {s['jvm_cpu_s']:6.1f} s JVM CPU "
+              f"{s['records_read']:>10,} read {s['shuffle_write_mb']:7.1f} MB shuffled", flush=True)
+
+
 def compare(sizes: list[int], args: argparse.Namespace, folder: Path) -> list[dict]:
     """Spark's ETL and DuckDB's SQL on each size; one line per size as it completes."""
     me = [sys.executable, __file__]
@@ -227,8 +278,9 @@ def compare(sizes: list[int], args: argparse.Namespace, folder: Path) -> list[di
     for rows in sizes:
         data = make_input(rows, args.seed, folder)
         warehouse = folder / f"wh_{rows}"
+        java = [] if getattr(args, "java_options", None) is None else [f"--java-options={args.java_options}"]
         spark = measure(me + ["--engine", "spark", "--input", str(data), "--output", str(warehouse),
-                              "--master", args.master, "--driver-memory", args.driver_memory],
+                              "--master", args.master, "--driver-memory", args.driver_memory, *java],
                         env=spark_env(args.event_log))
         duck = measure(me + ["--engine", "duckdb", "--input", str(data), "--output", f"{folder}/duck_{rows}.parquet"])
         result = {"rows": rows, "master": args.master, "driver_memory": args.driver_memory,
@@ -238,6 +290,9 @@ def compare(sizes: list[int], args: argparse.Namespace, folder: Path) -> list[di
                   "spark_over_duckdb_time": spark["seconds"] / duck["seconds"],
                   "spark_over_duckdb_cpu": spark["cpu_s"] / duck["cpu_s"],
                   "spark_over_duckdb_peak_memory": spark["peak_mb"] / duck["peak_mb"]}
+        if args.event_log:
+            result["stages"] = stage_times(args.event_log)
+            print_stage_times(result["stages"])
         results.append(result)
         print(f"{rows:>9,} encounters | Spark ETL {result['spark']['rows_per_s']:>9,.0f} rows/s, "
               f"{spark['cpu_s']:,.0f} CPU-s, peak {spark['peak_mb']:>6,.0f} MB | DuckDB "

@@ -16,7 +16,8 @@ peak resident memory of the process tree, JVM and Python workers included):
 - worklist: DuckDB over the warehouse (`core.warehouse.Warehouse`): a ranked page (the 50 highest risks
   discharged in the data's last 7 days, with reasons) and a filter (top tier, most common payer,
   discharged home: count and first page); median of 5 runs after one warm-up;
-- scaling: at --scaling-rows, the ETL and the scoring with reasons on local[1] against --master.
+- scaling: at --scaling-rows, the ETL and the scoring with reasons on local[1] against --master, as
+  speed-ups (score-scaling: the scoring only).
 One line per step as it completes; the JSON document last. Inputs and warehouses stay in --folder
 (reused by later runs).
 """
@@ -202,6 +203,27 @@ def reasons_step(bench, me: list[str], warehouse: str, rows: int, master: str, a
     return {"master": master, "spark": spark}
 
 
+def scaling_step(bench, me: list[str], warehouse: str, rows: int, args, etl_args, folder: Path, size: dict,
+                 etl: bool) -> dict:
+    """local[1] against --master: the scoring with reasons (and, with `etl`, the ETL), as speed-ups of wall
+    time, with CPU-seconds beside them (on a shared machine the wall time depends on the load)."""
+    many = size.get("reasons") or reasons_step(bench, me, warehouse, rows, args.master, args)
+    one = reasons_step(bench, me, warehouse, rows, "local[1]", args)
+    result = {"reasons_master": many, "reasons_local_1": one,
+              "reasons_speedup": one["spark"]["seconds"] / many["spark"]["seconds"],
+              "reasons_cpu_ratio": many["spark"]["cpu_s"] / one["spark"]["cpu_s"]}
+    text = f"reasons {args.master} x{result['reasons_speedup']:.2f} faster than local[1] " \
+           f"(CPU-s {many['spark']['cpu_s']:,.0f} vs {one['spark']['cpu_s']:,.0f})"
+    if etl:
+        one_etl = bench.compare([rows], argparse.Namespace(**{**vars(etl_args), "master": "local[1]"}), folder)[0]
+        many_etl = size.get("etl") or bench.compare([rows], etl_args, folder)[0]
+        result.update({"etl_local_1": one_etl,
+                       "etl_speedup": one_etl["spark"]["seconds"] / many_etl["spark"]["seconds"]})
+        text += f"; ETL x{result['etl_speedup']:.2f}"
+    print(f"{rows:>11,} scaling   | {text}", flush=True)
+    return result
+
+
 def worklist_step(bench, me: list[str], warehouse: str, rows: int) -> dict:
     measured = bench.measure(me + ["--role", "worklist", "--warehouse", warehouse])
     result = {**measured, **json.loads(measured.pop("out"))}
@@ -251,10 +273,9 @@ def main() -> None:
             size["reasons"] = reasons_step(bench, me, warehouse, rows, args.master, args)
         if "worklist" in steps:
             size["worklist"] = worklist_step(bench, me, warehouse, rows)
-        if "scaling" in steps and rows == args.scaling_rows:
-            one = argparse.Namespace(**{**vars(etl_args), "master": "local[1]"})
-            size["scaling"] = {"etl_local_1": bench.compare([rows], one, folder)[0],
-                               "reasons_local_1": reasons_step(bench, me, warehouse, rows, "local[1]", args)}
+        if steps & {"scaling", "score-scaling"} and rows == args.scaling_rows:
+            size["scaling"] = scaling_step(bench, me, warehouse, rows, args, etl_args, folder, size,
+                                           etl="scaling" in steps)
         results["sizes"].append(size)
     print(json.dumps(results, indent=1, default=str))
 

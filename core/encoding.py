@@ -121,7 +121,8 @@ def _lookups(prep: Preprocessing) -> dict[str, Any]:
     numeric = []
     for spec in NUMERIC_FEATURES:
         stats = prep.numeric[spec.name]
-        numeric.append((TRANSFORMS[stats["transform"]], stats["mean"],
+        # a feature no training row recorded has no mean: its values are centred on 0 (the models never saw it)
+        numeric.append((TRANSFORMS[stats["transform"]], stats["mean"] if stats["mean"] is not None else 0.0,
                         stats["std"] if stats["std"] and stats["std"] > 0 else 1.0))
     lookups = {"categorical": categorical, "codes": codes, "numeric": numeric}
     if len(_LOOKUPS) > 64:

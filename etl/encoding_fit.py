@@ -96,19 +96,22 @@ def _collapse_sql(name: str, kept: list[str]) -> str:
             f"ELSE {_sql_string(OTHER_LEVEL)} END AS `{name}{LEVEL_SUFFIX}`")
 
 
-def _transform_sql(name: str, transform: str) -> str:
+def _transform_sql(name: str, transform: str, never_recorded: bool = False) -> str:
+    """The transformed numeric column; a constant for a feature no training row records (Spark's Imputer
+    cannot fit a median of nothing, and such a feature carries no information for the baselines)."""
     value = f"CAST(`{name}` AS DOUBLE)"
     expr = value if transform == "identity" else f"LOG1P(GREATEST({value}, 0D))"
-    return f"{expr} AS `{name}{NUMERIC_SUFFIX}`"
+    return f"{'0D' if never_recorded else expr} AS `{name}{NUMERIC_SUFFIX}`"
 
 
-def build_pipeline(kept: dict[str, list[str]], labels: Optional[list[list[str]]] = None) -> Pipeline:
+def build_pipeline(kept: dict[str, list[str]], labels: Optional[list[list[str]]] = None,
+                   never_recorded: frozenset[str] = frozenset()) -> Pipeline:
     """The Spark ML pipeline; its first stage makes the same levels and numeric transforms as core.
 
     With `labels` (`indexer_labels`) one indexer per feature is built from them (PySpark's multi-column
     `from_arrays_of_labels` pads unequal label lists with nulls), else one is fitted."""
     selects = [_collapse_sql(spec.name, kept[spec.name]) for spec in CATEGORICAL_FEATURES]
-    selects += [_transform_sql(spec.name, spec.transform) for spec in NUMERIC_FEATURES]
+    selects += [_transform_sql(spec.name, spec.transform, spec.name in never_recorded) for spec in NUMERIC_FEATURES]
     prepare = SQLTransformer(statement=f"SELECT *, {', '.join(selects)} FROM __THIS__")
     levels = [f"{spec.name}{LEVEL_SUFFIX}" for spec in CATEGORICAL_FEATURES]
     indices = [f"{spec.name}{INDEX_SUFFIX}" for spec in CATEGORICAL_FEATURES]
@@ -130,9 +133,9 @@ def build_pipeline(kept: dict[str, list[str]], labels: Optional[list[list[str]]]
     ])
 
 
-def numeric_stats(train: DataFrame, medians: dict[str, Optional[float]]) -> dict[str, dict[str, Any]]:
+def numeric_stats(train: DataFrame) -> dict[str, dict[str, Any]]:
     """Mean, sample standard deviation and share missing of each transformed numeric feature on train,
-    in one job, with `medians` (those the fitted Imputer found: `imputer_medians`).
+    in one job; "median" is left None for `fit_encoding` to fill from the fitted Imputer.
 
     Missing values are left out of every statistic (missing is flagged, not imputed into the mean).
     """
@@ -142,8 +145,7 @@ def numeric_stats(train: DataFrame, medians: dict[str, Optional[float]]) -> dict
         x = value if spec.transform == "identity" else F.log1p(F.greatest(value, F.lit(0.0)))
         exprs += [F.mean(x).alias(f"{spec.name}|mean"), F.stddev_samp(x).alias(f"{spec.name}|std"),
                   F.avg(F.when(value.isNull(), 1.0).otherwise(0.0)).alias(f"{spec.name}|missing_rate")]
-    row = {**train.agg(*exprs).collect()[0].asDict(),
-           **{f"{name}|median": value for name, value in medians.items()}}
+    row = {**train.agg(*exprs).collect()[0].asDict(), **{f"{name}|median": None for name in NUMERIC_NAMES}}
     return {spec.name: {"transform": spec.transform,
                         **{stat: (float(row[f"{spec.name}|{stat}"]) if row[f"{spec.name}|{stat}"] is not None else None)
                            for stat in ("mean", "std", "median", "missing_rate")}}
@@ -188,9 +190,13 @@ def fit_encoding(train: DataFrame) -> tuple[Preprocessing, PipelineModel]:
     counts = level_counts(train)
     kept = kept_levels(counts)
     labels = indexer_labels(counts, kept)
-    model = build_pipeline(kept, labels).fit(train)
+    numeric = numeric_stats(train)
+    never_recorded = frozenset(name for name, stats in numeric.items() if stats["mean"] is None)
+    model = build_pipeline(kept, labels, never_recorded).fit(train)
+    medians = imputer_medians(model)
+    for name, stats in numeric.items():
+        stats["median"] = None if name in never_recorded else medians[name]
     categorical = {spec.name: column_labels for spec, column_labels in zip(CATEGORICAL_FEATURES, labels)}
-    prep = Preprocessing(numeric=numeric_stats(train, imputer_medians(model)), categorical=categorical,
-                         codes=code_vocabularies(counts))
+    prep = Preprocessing(numeric=numeric, categorical=categorical, codes=code_vocabularies(counts))
     return prep, model
 

@@ -11,8 +11,9 @@ import hashlib
 import importlib
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pyspark
 from pyspark import StorageLevel
@@ -206,6 +207,15 @@ def _steps(rows: list[Row]) -> tuple[list[dict[str, Any]], dict[str, dict[str, i
     return steps, splits
 
 
+def concurrently(*steps: Callable[[], Any]) -> list[Any]:
+    """Run each step in its own thread (Spark schedules their jobs side by side); wait for all of them,
+    then raise the first failure. Nothing is published before every step has finished."""
+    with ThreadPoolExecutor(max_workers=len(steps), thread_name_prefix="etl-write") as pool:
+        futures = [pool.submit(step) for step in steps]
+        wait(futures)
+    return [future.result() for future in futures]
+
+
 def _load_encounters(spark: SparkSession, options: EtlOptions, version: str, manifest: dict) -> dict[str, Any]:
     """Extract and dedup stream into one shuffle by patient (`patient_pass`: clean, history and
     features), persisted to disk; the counts, the encoding fit and both writes read that copy."""
@@ -220,10 +230,12 @@ def _load_encounters(spark: SparkSession, options: EtlOptions, version: str, man
     try:
         deduplicated = drop_duplicate_encounters(extract(spark, options))
         patient_fn = patient_step(null_out_of_bounds(deduplicated)) if patient_step else None
-        passed = keep(patient_pass(deduplicated, partitions, patient_fn))
-        labelled = with_split(passed, options.split_by, options.ratios, options.salt)
-        if options.split_by != "patient":  # a join: computed once, not once per reader
-            labelled = keep(labelled)
+        passed = patient_pass(deduplicated, partitions, patient_fn)
+        if options.split_by == "patient":  # a column of the persisted copy: hashed once, not once per reader
+            passed = labelled = keep(with_split(passed, options.split_by, options.ratios, options.salt))
+        else:  # a join over the persisted pass, itself persisted: computed once, not once per reader
+            passed = keep(passed)
+            labelled = keep(with_split(passed, options.split_by, options.ratios, options.salt))
         steps, split_counts = _steps(_count_rows(labelled))
         n_encounters, n_features = steps[-1]["rows_in"], steps[-1]["rows_out"]
         if steps[0]["rows_out"] == 0:
@@ -236,14 +248,19 @@ def _load_encounters(spark: SparkSession, options: EtlOptions, version: str, man
         split = {"by": options.split_by, "ratios": list(options.ratios), "salt": options.salt,
                  "counts": split_counts}
         run = {**manifest, "steps": steps, "split": split}
-        load.write_table(encounters_of(passed), options.warehouse, "encounters", version, ["encounter_id"],
-                         n_encounters, {**run, "table": "encounters", "rows": n_encounters}, spark)
-        load.write_table(features, options.warehouse, "features", version, ["encounter_id"], n_features,
-                         {**run, "table": "features", "rows": n_features, "encounters_version": version,
-                          "preprocessing_version": version}, spark)
-        load.save_preprocessing(spark, options.warehouse, version, prep, model,
-                                {**run, "kind": "preprocessing",
-                                 "fitted_on": {"table": "features", "version": version, "split": SPLITS[0]}})
+        # Three independent writes as concurrent Spark jobs: each table's sorted write ends in a few
+        # single-file tasks, and the encoding's many tiny metadata jobs fill the cores they leave idle.
+        concurrently(
+            lambda: load.write_table(encounters_of(passed), options.warehouse, "encounters", version,
+                                     ["encounter_id"], n_encounters,
+                                     {**run, "table": "encounters", "rows": n_encounters}, spark),
+            lambda: load.write_table(features, options.warehouse, "features", version, ["encounter_id"], n_features,
+                                     {**run, "table": "features", "rows": n_features, "encounters_version": version,
+                                      "preprocessing_version": version}, spark),
+            lambda: load.save_preprocessing(spark, options.warehouse, version, prep, model,
+                                            {**run, "kind": "preprocessing",
+                                             "fitted_on": {"table": "features", "version": version,
+                                                           "split": SPLITS[0]}}))
         load.publish(spark, options.warehouse, {"encounters": version, "features": version}, preprocessing=version,
                      run={"version": version, "source": options.source})
         log.info("ETL %s: %d encounters, %d feature rows -> %s", options.source, n_encounters, n_features,

@@ -19,38 +19,21 @@ same path on every executor.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import os
-import uuid
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pyspark
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from core.errors import UserError
-from core.predictions import PREDICTIONS_SCHEMA, TABLE, to_arrow
-from core.warehouse import (
-    KEEP_VERSIONS,
-    MANIFEST_FILE,
-    Warehouse,
-    WarehouseError,
-    is_remote,
-    local_path,
-    new_version,
-    prune_versions,
-    require_encounters,
-    switch_tables,
-    table_version_path,
-    update_pointer,
-    writing,
-)
+from core.predictions import PREDICTIONS_SCHEMA, TABLE, publish_version, to_arrow
+from core.warehouse import Warehouse, WarehouseError, is_remote, new_version
 from etl.spark import profiled
 from etl.transform import batch_frame
 from models.batch_scoring import EXPLANATION_METHOD, BatchScorer, not_scored_reason
@@ -156,34 +139,18 @@ def score_warehouse(spark: SparkSession, root: str, model_dir: str, explain: boo
 
 def write_predictions(spark: SparkSession, root: str, predictions: DataFrame, record: dict[str, Any],
                       scored_at: dt.datetime) -> dict[str, Any]:
-    """`core.predictions.write_predictions` for a Spark DataFrame: staged, renamed whole, then the
-    pointer switched while it still names `record["encounters_version"]`."""
-    version = new_version(scored_at)
-    folder = Path(table_version_path(local_path(root), TABLE, version))
-
-    def publish(pointer: dict[str, Any]) -> None:
-        require_encounters(pointer, record["encounters_version"], root)
-        switch_tables(pointer, {TABLE: version})
-
-    with writing(root):
-        staging = folder.parent / f".{version}.{uuid.uuid4().hex[:8]}.tmp"
+    """`core.predictions.publish_version` with a Spark writer: staged, renamed whole, then the pointer
+    switched while it still names `record["encounters_version"]`."""
+    def write(staging: Path) -> None:
         predictions.write.mode("errorifexists").option("compression", "zstd").parquet(str(staging))
         for name in os.listdir(staging):
             if name.startswith(("_", ".")):  # Spark's _SUCCESS and .crc files
                 os.remove(staging / name)
-        rows = sum(pq.ParquetFile(path).metadata.num_rows for path in staging.glob("*.parquet"))
-        record = {**record, "version": version, "rows": rows}
-        (staging / MANIFEST_FILE).write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
-        for path in staging.iterdir():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-        os.replace(staging, folder)  # a version folder appears whole or not at all
-        try:
-            update_pointer(root, publish)
-        except WarehouseError as error:
-            raise UserError(str(error)) from error
-    prune_versions(root, keep=KEEP_VERSIONS, tables=(TABLE,))
-    return record
+
+    try:
+        return publish_version(root, new_version(scored_at), record, write)
+    except WarehouseError as error:
+        raise UserError(str(error)) from error
 
 
 def spark_scoring(rows: int, master: Optional[str]) -> bool:

@@ -19,11 +19,19 @@ from pyspark.sql import SparkSession
 
 ARROW_BATCH_ROWS = 10_000
 PROFILE_ENV = "READMIT_PYTHON_PROFILE"
+LOCAL_JAVA_OPTIONS = "-XX:+UseSerialGC"
+"""JVM options of a local session (driver and executor in one JVM): the serial collector. On the
+1M-encounter ETL (local[2], 2 GB heap, benchmarks/etl.py) it took 178 CPU-s and peaked at 2.7 GB, against
+202 CPU-s and 3.3 GB with the JVM's default G1 (docs/scale.md). C1 only (`-XX:TieredStopAtLevel=1`) saved
+a third of the CPU at 20,000 rows but cost 10 % more at 1M, where the JVM's own work dominates. Set
+`java_options` to replace them (empty: the JVM's defaults); cluster executors keep their own."""
 
 
 def get_spark(master: str = "local[*]", driver_memory: str = "4g", app_name: str = "readmit-etl",
-              shuffle_partitions: int | None = None, arrow_batch_rows: int = ARROW_BATCH_ROWS) -> SparkSession:
-    """Create (or reuse) a session. Loopback networking, UTC, Arrow on, deterministic shuffles."""
+              shuffle_partitions: int | None = None, arrow_batch_rows: int = ARROW_BATCH_ROWS,
+              java_options: str | None = None) -> SparkSession:
+    """Create (or reuse) a session. Loopback networking, UTC, Arrow on, deterministic shuffles; a local
+    master's JVM gets `LOCAL_JAVA_OPTIONS` unless `java_options` says otherwise (only a new JVM reads them)."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -38,6 +46,9 @@ def get_spark(master: str = "local[*]", driver_memory: str = "4g", app_name: str
                .config("spark.ui.enabled", "false")
                .config("spark.ui.showConsoleProgress", "false")
                .config("spark.sql.ansi.enabled", "false"))
+    options = java_options if java_options is not None else (LOCAL_JAVA_OPTIONS if master.startswith("local") else "")
+    if options:
+        builder = builder.config("spark.driver.extraJavaOptions", options)
     return builder.getOrCreate()
 
 

@@ -196,14 +196,48 @@ def _nulled_mask(nulled: pd.DataFrame) -> np.ndarray:
     return nulled.to_numpy(dtype=np.int64) @ bits if len(bits) else np.zeros(len(nulled), dtype=np.int64)
 
 
+def _numeric_bounds_nulled(frame: pd.DataFrame) -> Optional[pd.DataFrame]:
+    """What `null_invalid_values(frame, _BOUNDS_RULES, row_rules=False)` nulls, with numpy: a present
+    number is nulled when it is not finite, not whole for an int rule, or outside the bounds
+    (`core.validation.rules._number_problem`). None when a bounded column is not of a numeric dtype (text,
+    bool, object): then the per-value rule decides."""
+    nulled = {}
+    for rule in _BOUNDS_RULES:
+        if rule.name not in frame.columns:
+            continue
+        column = frame[rule.name]
+        dtype = column.dtype
+        if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
+            return None
+        present = column.notna().to_numpy(dtype=bool)
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            fine = np.isfinite(values) & (values >= rule.bounds[0]) & (values <= rule.bounds[1])
+            if rule.kind == "int":
+                fine &= values == np.floor(values)
+        nulled[rule.name] = present & ~fine
+    return pd.DataFrame(nulled, index=frame.index, columns=[r.name for r in _BOUNDS_RULES if r.name in nulled])
+
+
 def _null_implausible(frame: pd.DataFrame) -> pd.DataFrame:
-    """`core.validation.null_invalid_values` per source, plus the nulled columns of each row."""
+    """`core.validation.null_invalid_values` per source, plus the nulled columns of each row.
+
+    Sources other than the discharges template get only the numeric bounds, checked with numpy
+    (`_numeric_bounds_nulled`: the same cells, without a Python call per value)."""
     parts = []
     for source, part in frame.groupby("source", dropna=False, sort=False):
         full = source in FULL_RULE_SOURCES
-        cleaned, nulled = null_invalid_values(part, _FULL_RULES if full else _BOUNDS_RULES, row_rules=full)
+        nulled = None if full else _numeric_bounds_nulled(part)
+        if nulled is None:
+            cleaned, nulled = null_invalid_values(part, _FULL_RULES if full else _BOUNDS_RULES, row_rules=full)
+        else:
+            cleaned = part.copy()
+            for column in nulled.columns[nulled.to_numpy().any(axis=0)]:  # most batches null nothing
+                cleaned[column] = cleaned[column].where(~nulled[column], None)
         cleaned[NULLED_COLUMN] = _nulled_mask(nulled)
         parts.append(cleaned)
+    if len(parts) == 1:
+        return parts[0]
     return pd.concat(parts).loc[frame.index] if parts else frame.assign(**{NULLED_COLUMN: np.zeros(0, np.int64)})
 
 
@@ -285,6 +319,16 @@ def fill_history(encounters: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def with_history(encounters: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    """`fill_history` from the feature rows `build_features(encounters)` already computed (same index):
+    rows stay in their order (the tables are sorted when written), nothing is sorted or grouped again."""
+    out = encounters.copy()
+    out["encounter_seq"] = features["encounter_seq"].to_numpy(dtype=np.int64)
+    out["days_since_last_discharge"] = (pd.to_numeric(encounters["days_since_last_discharge"], errors="coerce")
+                                        .fillna(features["days_since_last_discharge"]))
+    return out
+
+
 FEATURE_PREFIX = "_f_"         # `patient_pass` columns of the feature row: flat, so Spark reads only those it needs
 FIRST_COLUMN = "_first"        # 1 on each patient's first eligible encounter: patients counted without a distinct
 
@@ -300,11 +344,11 @@ def patient_pass(encounters: DataFrame, partitions: int,
 
     Per whole-patient frame: implausible values set to null (`null_out_of_bounds`' rule, marked in
     `NULLED_COLUMN`), a source's own patient-level step (e.g. labels derived from dates), the
-    per-patient columns filled (`fill_history`), and `core.features.build_features` over those filled
-    encounters. Each output row is the filled encounter, its feature row as `FEATURE_PREFIX` columns,
-    `FIRST_COLUMN`, and the input's other `_`-prefixed bookkeeping columns. Both tables come from it
-    (`encounters_of`, `features_of`): cleaning, history and features used to be three passes, two of
-    them shuffling every encounter by patient."""
+    per-patient columns filled (`with_history`, from `core.features.build_features` over those
+    encounters, which computes the history once). Each output row is the filled encounter, its feature
+    row as `FEATURE_PREFIX` columns, `FIRST_COLUMN`, and the input's other `_`-prefixed bookkeeping
+    columns. Both tables come from it (`encounters_of`, `features_of`): cleaning, history and features
+    used to be three passes, two of them shuffling every encounter by patient."""
     carried = [f for f in encounters.schema.fields if f.name not in COLUMNS and f.name not in
                (ORDER_COLUMN, NULLED_COLUMN)]
     row_schema = T.StructType(encounter_struct().fields + carried
@@ -315,8 +359,10 @@ def patient_pass(encounters: DataFrame, partitions: int,
 
     def complete(frame: pd.DataFrame) -> pa.Table:
         cleaned = _null_implausible(frame)
-        filled = fill_history(patient_fn(cleaned) if patient_fn else cleaned).reset_index(drop=True)
-        features = build_features(filled).loc[filled.index]
+        prepared = (patient_fn(cleaned) if patient_fn else cleaned).reset_index(drop=True)
+        # The history is computed once, by build_features; the encounter row takes its sequence and gap.
+        features = build_features(prepared).loc[prepared.index]
+        filled = with_history(prepared, features)
         filled[FIRST_COLUMN] = _first_eligible(filled["patient_id"], features["eligible"].to_numpy(dtype=bool))
         table = arrow_table(filled, row_schema)
         for name, column in zip(features_schema.names, arrow_table(features, features_schema).columns):

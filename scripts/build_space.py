@@ -10,6 +10,10 @@ model (DIR-model beside the warehouse, a recalibrated copy of the champion), so 
 model, and shows the same risks, as `make run`. `--model` is shipped only when no warehouse is, or when the
 warehouse's scores name no model folder that exists here.
 
+`--database` ships the demo's operational SQLite database (its prediction log and matured outcomes), so
+the Space's Monitoring page shows what `make run`'s does; `make space` builds the demo against a
+throwaway database for that, never the developer's own.
+
 Only synthetic data may go to a public Space: the script refuses a warehouse whose `encounters`
 table holds any row whose `source` is not "synthetic", and never copies .env files or caches.
 """
@@ -33,6 +37,8 @@ SPACE_TEMPLATE = REPO / "deploy" / "space"
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".env", ".env.*", "*.egg-info", ".pytest_cache")
 DATA_COPY = "COPY --chown=readmit:readmit data ./data\n"
 DATA_ENV = "ENV READMIT_WAREHOUSE=/home/readmit/app/data/warehouse\n"
+DATABASE_NAME = "operational.sqlite3"
+DATABASE_ENV = f"ENV READMIT_DATABASE_URL=sqlite:////home/readmit/app/data/{DATABASE_NAME}\n"
 SPACE_DOCKERIGNORE = """.git
 **/__pycache__
 **/*.pyc
@@ -75,8 +81,12 @@ def _copy_tree(src: Path, dest: Path) -> None:
     shutil.copytree(src, dest, ignore=IGNORE, dirs_exist_ok=False)
 
 
-def build_space(out: Path, model: Path, warehouse: Path | None) -> dict:
+def build_space(out: Path, model: Path, warehouse: Path | None, database: Path | None = None) -> dict:
     requested = model
+    if database is not None and warehouse is None:
+        raise SpaceError("--database needs --warehouse: the log describes that warehouse's predictions")
+    if database is not None and not database.is_file():
+        raise SpaceError(f"{database}: no such SQLite database")
     if warehouse is not None:
         model = scoring_model(warehouse) or model  # the Space serves the model its worklist was scored with
     if not (model / "config.json").exists():
@@ -101,7 +111,9 @@ def build_space(out: Path, model: Path, warehouse: Path | None) -> dict:
         anchor = "COPY --chown=readmit:readmit pages ./pages\n"
         if anchor not in dockerfile:
             raise SpaceError("Dockerfile: cannot find where to add the demo data COPY")
-        dockerfile = dockerfile.replace(anchor, anchor + DATA_COPY + DATA_ENV)
+        if database is not None:
+            shutil.copy2(database, out / "data" / DATABASE_NAME)
+        dockerfile = dockerfile.replace(anchor, anchor + DATA_COPY + DATA_ENV + (DATABASE_ENV if database else ""))
     (out / "Dockerfile").write_text(dockerfile)
     (out / ".dockerignore").write_text(SPACE_DOCKERIGNORE)
     summary = {"out": str(out), "model": str(model), "model_from": "warehouse predictions" if model != requested
@@ -118,10 +130,12 @@ def main(argv=None) -> int:
                         help="model folder to ship when the warehouse's scores name none (see above)")
     parser.add_argument("--warehouse", type=Path, default=None,
                         help="synthetic demo warehouse to ship (refused if any row is not synthetic)")
+    parser.add_argument("--database", type=Path, default=None,
+                        help="the demo's operational SQLite database (prediction log, outcomes) to ship with it")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
     try:
-        summary = build_space(args.out, args.model, args.warehouse)
+        summary = build_space(args.out, args.model, args.warehouse, args.database)
     except SpaceError as error:
         print(f"build_space: error: {error}", file=sys.stderr)
         return 2

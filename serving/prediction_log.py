@@ -26,16 +26,14 @@ import datetime as dt
 import io
 import json
 import logging
-import threading
-from collections import deque
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.json as pa_json
-from sqlalchemy import Engine, and_, insert, select
+from sqlalchemy import Connection, Engine, and_, insert, select
 
 from core.features import FEATURE_COLUMNS, NUMERIC_NAMES, first_stay_features
 from core.warehouse import Warehouse
@@ -151,11 +149,26 @@ def log_predictions(engine: Engine, channel: str, predictions_frame: pd.DataFram
     """Append one row per prediction, all in one transaction (committed, so durable, when this returns;
     nothing is written if it fails). Returns the number of rows logged."""
     rows = log_rows(predictions_frame, features_frame, channel, model_version, logged_at, source)
-    with engine.begin() as connection:
-        for start in range(0, len(rows), chunk):
-            connection.execute(insert(_TABLE), rows[start:start + chunk])
+    insert_rows(engine, rows, chunk)
     log.info("prediction log: %d rows from channel %s, model %s", len(rows), channel, model_version)
     return len(rows)
+
+
+def insert_rows(engine: Engine | Connection, rows: Sequence[Mapping[str, Any]], chunk: int = WRITE_CHUNK) -> int:
+    """Append prediction_log rows (`log_rows`, `record_log_rows`) in one transaction (on the engine, or on a
+    connection outside a transaction): committed, so durable, when this returns; nothing written if it fails."""
+    if not rows:
+        return 0
+    with (engine.begin() if isinstance(engine, Engine) else _transaction(engine)) as connection:
+        for start in range(0, len(rows), chunk):
+            connection.execute(insert(_TABLE), list(rows[start:start + chunk]))
+    return len(rows)
+
+
+@contextmanager
+def _transaction(connection: Connection) -> Iterator[Connection]:
+    with connection.begin():
+        yield connection
 
 
 def log_warehouse_predictions(engine: Engine, root: str, *, since: Optional[dt.date] = None,
@@ -202,6 +215,75 @@ def record_features(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return frame
 
 
+def _iso(value: Any) -> Optional[str]:
+    """A discharge time as the log writes it (`_feature_columns`: seconds, no zone); None when unknown."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    stamp = value if isinstance(value, dt.datetime) else pd.to_datetime(value, errors="coerce")
+    return None if stamp is None or pd.isna(stamp) else stamp.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _json_column(name: str, values: np.ndarray) -> list[Any]:
+    """One feature column as JSON-ready Python values, as `_json_value` gives them, in bulk."""
+    if name in _NUMERIC:
+        numbers = np.round(np.asarray(values, dtype=np.float64), 10)
+        finite = np.isfinite(numbers)
+        out = numbers.tolist()
+        return out if finite.all() else [v if ok else None for v, ok in zip(out, finite.tolist())]
+    return [v if v is None or isinstance(v, str) else _json_value(v) for v in np.asarray(values, dtype=object).tolist()]
+
+
+_NUMERIC = frozenset(NUMERIC_NAMES)
+
+
+def record_log_rows(calls: Sequence[tuple[Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]], Sequence[int],
+                                          Mapping[str, np.ndarray]]],
+                    channel: str, model_version: str, logged_at: Optional[dt.datetime] = None) -> list[dict[str, Any]]:
+    """The prediction_log rows of `ScoringService.score_records_with_features` calls, each given as (canonical
+    records, prediction rows, scored positions, feature columns): the feature values the scorer built are
+    logged as they are, not built again (records it did not score get theirs from `first_stay_features`).
+    The same rows as `log_rows(predictions, record_features(records), ...)`, without a DataFrame: the API's
+    per-request path."""
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r} (choose from {', '.join(CHANNELS)})")
+    logged_at = logged_at or dt.datetime.now(dt.timezone.utc)
+    version = str(model_version)
+    out: list[dict[str, Any]] = []
+    for records, predictions, positions, features in calls:
+        n = len(records)
+        objects: list[dict[str, Any]] = [{} for _ in range(n)]
+        missing = sorted(set(range(n)) - set(positions))
+        for where, columns in ((list(positions), features),
+                               (missing, first_stay_features([records[i] for i in missing]) if missing else {})):
+            if not where:
+                continue
+            for name in FEATURE_COLUMNS:
+                if name in columns:
+                    for i, value in zip(where, _json_column(name, columns[name])):
+                        objects[i][name] = value
+        for i, (record, row) in enumerate(zip(records, predictions)):
+            obj = objects[i]
+            obj["_discharge_time"] = _iso(record.get("discharge_time"))
+            eligible = row.get("eligible")
+            obj["_eligible"] = True if eligible is None or (not isinstance(eligible, (bool, np.bool_))
+                                                             and pd.isna(eligible)) else bool(eligible)
+            obj["_invalid"] = row.get("problem") is not None
+            risk = row.get("risk")
+            risk = None if risk is None else float(risk)
+            source, tier = record.get("source"), row.get("risk_tier")
+            out.append({"logged_at": logged_at, "channel": channel, "model_version": version,
+                        "source": None if source in (None, "") else str(source),
+                        "encounter_id": _id_text(row.get("encounter_id")),
+                        "patient_id": _id_text(row.get("patient_id")),
+                        "risk": risk if risk is not None and np.isfinite(risk) else None,
+                        "risk_tier": None if tier in (None, "") else str(tier), "features": obj})
+    return out
+
+
+def _id_text(value: Any) -> Optional[str]:
+    return None if value is None or value == "" or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
 def with_context(features: pd.DataFrame, canonical: pd.DataFrame) -> pd.DataFrame:
     """Feature rows (`ScoringService.features_for`) with the `source` and `discharge_time` of their canonical
     encounters, matched by encounter id: what the log keys periods and sources on."""
@@ -213,155 +295,6 @@ def with_context(features: pd.DataFrame, canonical: pd.DataFrame) -> pd.DataFram
         if name in by_id.columns:
             out[name] = by_id[name].reindex(ids).to_numpy()
     return out
-
-
-# --- logging off the request path ---------------------------------------------------------------------
-
-Frames = tuple[pd.DataFrame, Optional[pd.DataFrame]]
-OUTCOMES = ("logged", "dropped", "failed")
-MERGE_ROWS = 5_000
-
-
-@dataclass
-class _Job:
-    channel: str
-    model_version: str
-    rows: int
-    parts: list
-    build: Callable[[list], Frames]
-
-    def key(self) -> tuple:
-        return (self.channel, self.model_version, self.build)
-
-
-class PredictionLogWriter:
-    """Writes prediction-log calls for a server: `submit` hands over the raw parts of a call and a function
-    that turns parts into (predictions, features) frames, so even the features are computed off the request
-    path. One background thread writes in order (waiting `linger` seconds after a first call, so that the
-    calls of that moment join it); calls waiting together with the same channel, model version
-    and `build` are merged (up to 5,000 rows) into one `build` and one transaction (`log_predictions`): under
-    load, many one-row requests cost one DataFrame build and one commit, not one each.
-
-    Bounded: at most `max_pending_rows` rows wait. A call that would exceed it is refused, never silently:
-    its rows are counted as `dropped` (`on_rows("dropped", n)`, the API's /metrics) and a warning with the
-    count (never an identifier) is logged. A call whose write fails is counted as `failed`, logged by
-    exception type only (a database error's text can hold the inserted values). With `synchronous` the call
-    is written in `submit` itself, before it returns (durable before the caller answers).
-    """
-
-    def __init__(self, engine: Engine, *, max_pending_rows: int = 50_000, synchronous: bool = False,
-                 on_rows: Optional[Callable[[str, int], None]] = None, linger: float = 0.0) -> None:
-        self.engine = engine
-        self.linger = linger  # seconds the thread waits after a first call, so that more merge into its write
-        self._closing = False
-        self.max_pending_rows = max_pending_rows
-        self.synchronous = synchronous
-        self.on_rows = on_rows
-        self.counts = {outcome: 0 for outcome in OUTCOMES}
-        self._jobs: deque[Optional[_Job]] = deque()
-        self._pending = 0
-        self._cond = threading.Condition()
-        self._thread: Optional[threading.Thread] = None
-        if not synchronous:
-            self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
-            self._thread.start()
-
-    @property
-    def pending_rows(self) -> int:
-        return self._pending
-
-    def _count(self, outcome: str, rows: int) -> None:
-        with self._cond:
-            self.counts[outcome] += rows
-        if self.on_rows is not None and rows:
-            self.on_rows(outcome, rows)
-
-    def submit(self, channel: str, model_version: str, rows: int, parts: list,
-               build: Callable[[list], Frames]) -> bool:
-        """Log `rows` predictions whose (predictions, features) `build(parts)` returns. False when refused."""
-        if channel not in CHANNELS:
-            raise ValueError(f"unknown channel {channel!r} (choose from {', '.join(CHANNELS)})")
-        job = _Job(channel, str(model_version), rows, list(parts), build)
-        if self.synchronous:
-            self._write(job)
-            return True
-        with self._cond:
-            if self._thread is None or self._pending + rows > self.max_pending_rows:
-                refused = True
-            else:
-                refused = False
-                self._pending += rows
-                self._jobs.append(job)
-                self._cond.notify_all()
-        if refused:
-            self._count("dropped", rows)
-            log.warning("prediction log: %d rows dropped (%d waiting, limit %d; %d dropped in all)", rows,
-                        self._pending, self.max_pending_rows, self.counts["dropped"])
-            return False
-        return True
-
-    def _write(self, job: _Job) -> None:
-        try:
-            predictions, features = job.build(job.parts)
-            written = log_predictions(self.engine, job.channel, predictions, features, job.model_version)
-        except Exception as error:  # counted and logged by type; the server goes on
-            self._count("failed", job.rows)
-            log.error("prediction log: %d rows not written (%s)", job.rows, type(error).__name__)
-            return
-        self._count("logged", written)
-
-    def _next(self) -> Optional[_Job]:
-        """The next job, merged with the waiting jobs of the same kind behind it (under the lock)."""
-        job = self._jobs.popleft()
-        if job is None:
-            return None
-        while self._jobs and self._jobs[0] is not None and self._jobs[0].key() == job.key() \
-                and job.rows + self._jobs[0].rows <= MERGE_ROWS:
-            following = self._jobs.popleft()
-            job = _Job(job.channel, job.model_version, job.rows + following.rows, job.parts + following.parts,
-                       job.build)
-        return job
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._jobs:
-                    self._cond.wait()
-                if self.linger and not self._closing and self._pending < MERGE_ROWS:
-                    self._cond.wait_for(lambda: self._closing or self._pending >= MERGE_ROWS, self.linger)
-                job = self._next()
-            if job is None:
-                return
-            try:
-                self._write(job)
-            finally:
-                with self._cond:
-                    self._pending -= job.rows
-                    self._cond.notify_all()
-
-    def flush(self, timeout: Optional[float] = None) -> bool:
-        """Wait until every submitted call is written (or failed); False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._pending == 0, timeout)
-
-    def close(self, timeout: float = 30.0) -> None:
-        """Write what waits (up to `timeout` seconds), then stop the thread; later calls are refused."""
-        if self._thread is None:
-            return
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-        self.flush(timeout)
-        with self._cond:
-            self._jobs.append(None)
-            self._cond.notify_all()
-        self._thread.join(timeout)
-        with self._cond:
-            left = self._pending
-            self._thread = None
-        if left:
-            self._count("dropped", left)
-            log.warning("prediction log: %d rows not written before shutdown", left)
 
 
 # --- reading ----------------------------------------------------------------------------------------

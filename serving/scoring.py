@@ -114,9 +114,16 @@ class ScoringService:
                          warehouse: Optional[str] = None) -> pd.DataFrame:
         """Canonical encounters -> one prediction row each, in input order (see PREDICTION_COLUMNS);
         patient history from `warehouse`, else the service's warehouse."""
+        return self.score_encounters_with_features(encounters, explain, top_reasons, warehouse)[0]
+
+    def score_encounters_with_features(self, encounters: pd.DataFrame, explain: bool = True, top_reasons: int = 3,
+                                       warehouse: Optional[str] = None
+                                       ) -> tuple[pd.DataFrame, Optional[pd.DataFrame]]:
+        """`score_encounters` plus the feature rows the model saw (`features_for`, input order; None for no
+        input), so a caller that logs them need not build them again."""
         frame = canonical_frame(encounters)
         features = self.features_for(frame, warehouse) if len(frame) else None
-        return self._predictions(frame, features, explain, top_reasons)
+        return self._predictions(frame, features, explain, top_reasons), features
 
     def _predictions(self, frame: pd.DataFrame, features: Optional[pd.DataFrame], explain: bool,
                      top_reasons: int) -> pd.DataFrame:
@@ -178,16 +185,24 @@ class ScoringService:
         patient do not see each other, so any records can share a call. Reasons come from
         `score_encounters(explain=True)` or `explain_one`. A service that reads patient history from a
         warehouse refuses: its records are not independent."""
+        return self.score_records_with_features(records)[0]
+
+    def score_records_with_features(self, records: Sequence[Mapping[str, Any]]
+                                    ) -> tuple[list[dict[str, Any]], list[int], dict[str, np.ndarray]]:
+        """`score_records` plus what the model saw: the positions (in `records`) of the records it scored
+        and their feature columns (`first_stay_features`, one value per scored record, in that order).
+        Ineligible records and records with impossible values are not scored, so have no features here."""
         if self.warehouse is not None:
             raise UserError("score_records uses no patient history; this service reads it from a warehouse")
         out = [_unscored_row(record, self.model_version) for record in records]
         rows = [i for i, row in enumerate(out) if row["eligible"] and row["problem"] is None]
         if not rows:
-            return out
-        risk = self.risk(encode(first_stay_features([records[i] for i in rows]), self.preprocessing))
+            return out, rows, {}
+        features = first_stay_features([records[i] for i in rows])
+        risk = self.risk(encode(features, self.preprocessing))
         for i, value, tier, percentile in zip(rows, risk, *self.scorer.grade(risk)):
             out[i].update(risk=float(value), risk_tier=tier, risk_percentile=float(percentile))
-        return out
+        return out, rows, features
 
     # --- files ----------------------------------------------------------------------------
     def score_file(self, path: str | Path, fmt: Optional[str] = None, explain: bool = True,

@@ -19,12 +19,15 @@ from core.schema import COLUMNS
 from core.sources.diabetes130 import to_canonical
 from core.sources.discharges import parse_discharges
 from core.synthetic import generate_chunk
+from core.validation import null_invalid_values
 from etl.encoding_fit import INDEX_SUFFIX, fit_encoding
 from etl.sources import diabetes130 as d130_source
 from etl.sources import discharges as discharges_source
 from etl.sources import synthetic as synthetic_source
 from etl.spark_schema import feature_struct
 from etl.transform import (
+    _BOUNDS_RULES,
+    _numeric_bounds_nulled,
     drop_duplicate_encounters,
     encounters_of,
     features_of,
@@ -234,3 +237,30 @@ def test_diabetes130_input_may_be_the_zip(tmp_path):
     (tmp_path / "broken.zip").write_bytes(b"not a zip")
     with pytest.raises(UserError, match="not a valid zip archive"):
         d130_source.csv_path(str(tmp_path / "broken.zip"))
+
+
+def test_numpy_bounds_null_the_cells_the_value_rule_nulls():
+    """`_null_implausible`'s numpy path nulls exactly what `core.validation.null_invalid_values` with the
+    bounds rules nulls: edges kept, just outside, not finite, not whole for an int, missing left alone."""
+    rng = np.random.default_rng(3)
+    n = 400
+    frame = pd.DataFrame({"source": "synthetic"}, index=np.arange(n) * 3)
+    for rule in _BOUNDS_RULES:
+        low, high = rule.bounds
+        edges = np.array([low, high, low - 1, high + 1, low - 0.5, high + 0.5, np.nan, np.inf, -np.inf, low + 0.5])
+        values = np.where(rng.random(n) < 0.5, rng.choice(edges, n), rng.uniform(low - 5, high + 5, n).round())
+        if rule.kind == "int":
+            whole = np.isfinite(values) & (values == np.floor(values))
+            frame[rule.name] = pd.array(np.where(whole, values, 0), dtype="Int64")
+            frame.loc[~whole & ~np.isnan(values), rule.name] = pd.NA if rule.name != "icd_version" else 99
+        else:
+            frame[rule.name] = values
+    frame.loc[frame.index[::7], "length_of_stay_days"] = 2.5  # a fraction in a float column is fine
+    expected_frame, expected = null_invalid_values(frame, _BOUNDS_RULES, row_rules=False)
+    actual = _numeric_bounds_nulled(frame)
+    pd.testing.assert_frame_equal(actual, expected)
+    assert actual.to_numpy().sum() > n  # many cells of every kind were nulled
+    floats = frame.astype({"num_procedures": "float64"})  # an int rule over a float column: 2.5 is not whole
+    floats.loc[floats.index[::5], "num_procedures"] = 2.5
+    pd.testing.assert_frame_equal(_numeric_bounds_nulled(floats), null_invalid_values(floats, _BOUNDS_RULES, False)[1])
+    assert _numeric_bounds_nulled(frame.astype({"age_years": object})) is None  # not numeric: the value rule

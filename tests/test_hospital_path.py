@@ -47,9 +47,9 @@ SOURCES = ("discharges", "mimic3", "mimic4", "diabetes130", "synthetic")
 NULL_MEDICATIONS = {"discharges", "mimic3", "mimic4"}
 # Diabetes 130 has no dates: its encounters can be scored and opened, never listed for a follow-up day.
 UNDATED = {"diabetes130"}
-# The discharges file keeps the required columns and these; the other 18 optional columns are dropped. Age and
-# the diagnosis count stay: without them the ETL's encoding fit fails (Spark's Imputer finds no value; reported).
-KEEP_COLUMNS = {"admit_time", "discharge_time", "medication_changes", "age_band", "number_diagnoses"}
+# The discharges file keeps the required columns and these; every other optional column is dropped, age and the
+# diagnosis count included (features no row records: the encoding fit must still work).
+KEEP_COLUMNS = {"admit_time", "discharge_time", "medication_changes"}
 
 
 # --- one list cell as the warehouse returns it (no Spark) --------------------------------------------------

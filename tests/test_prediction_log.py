@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sys
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -14,12 +15,16 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 
+from api.deps import canonical_record
+from api.schemas import EncounterRequest
 from core import synthetic
 from core.features import FEATURE_COLUMNS
-from serving import prediction_log
+from core.schema import EncounterIn
+from serving import prediction_log, prediction_log_writer
 from serving.database import engine_for, migrate
 from serving.db_tables import PredictionLog
 from serving.prediction_log import log_predictions, log_warehouse_predictions, parse_features, read_log
+from serving.prediction_log_writer import PredictionLogWriter
 from serving.scoring import ScoringService
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "app"
@@ -174,3 +179,99 @@ def test_parse_features_reads_text_and_dicts_alike():
     dicts = parse_features([{"age_years_est": 71.0, "race": "Asian", "_invalid": False}])
     pd.testing.assert_frame_equal(text, dicts)
     assert text["age_years_est"].dtype == np.float64 and text["_eligible"].isna().all()
+
+
+def api_records(n: int) -> list[dict]:
+    """Canonical records as the API builds them (`canonical_record`), one ineligible and one impossible."""
+    example = EncounterIn.model_config["json_schema_extra"]["examples"][0]
+    out = [canonical_record(EncounterRequest.model_validate(
+        {**example, "encounter_id": f"R{i:03d}", "patient_id": f"Q{i:03d}", "prior_inpatient_visits": i % 3,
+         "num_medications": 5 + i})) for i in range(n)]
+    out[1]["discharge_disposition"] = "hospice"
+    out[2]["length_of_stay_days"] = 9_999.0  # impossible: not scored, its status logged
+    return out
+
+
+def test_the_api_rows_log_the_features_the_scorer_built_as_the_frame_path_does():
+    """`record_log_rows` (the API's fast path: the scorer's own feature columns, no DataFrame) writes the same
+    rows as `log_rows` over features built again (`record_features`)."""
+    service = ScoringService.load("models/champion", explain=False)
+    records = api_records(6)
+    scored, positions, columns = service.score_records_with_features(records)
+    assert scored == service.score_records(records) and positions == [0, 3, 4, 5]
+    fast = prediction_log.record_log_rows([(records[:3], scored[:3], positions[:1], {k: v[:1] for k, v in columns.items()}),
+                                           (records[3:], scored[3:], [0, 1, 2], {k: v[1:] for k, v in columns.items()})],
+                                          "api", service.model_version, logged_at=LOGGED_AT)
+    slow = prediction_log.log_rows(pd.DataFrame(scored), prediction_log.record_features(records), "api",
+                                   service.model_version, logged_at=LOGGED_AT)
+    assert fast == slow
+    assert [row["features"]["_invalid"] for row in fast] == [False, False, True, False, False, False]
+    assert [row["features"]["_eligible"] for row in fast] == [True, False, True, True, True, True]
+
+
+def test_waiting_calls_share_one_commit_and_each_learns_when_it_is_durable(engine, monkeypatch):
+    """The durable writer (`submit_waiting`): every call waiting when a commit ends goes into the next one
+    transaction; each call's Future is True only once its rows are readable."""
+    gate, first_built = threading.Event(), threading.Event()
+
+    def rows(parts):
+        if parts[0][0] == "E0":
+            first_built.set()
+            gate.wait(10)  # the first write holds the thread while the others queue up
+        return [{"logged_at": LOGGED_AT, "channel": "api", "model_version": "m", "source": "discharges",
+                 "encounter_id": e, "patient_id": "P", "risk": 0.2, "risk_tier": "Low", "features": {}}
+                for e, in parts]
+
+    commits: list[int] = []
+    writer = PredictionLogWriter(engine)
+    real_insert = prediction_log_writer.insert_rows
+
+    def counting_insert(engine_, rows_, *args):
+        commits.append(len(rows_))
+        return real_insert(engine_, rows_, *args)
+
+    monkeypatch.setattr(prediction_log_writer, "insert_rows", counting_insert)
+    try:
+        futures = [writer.submit_waiting("api", "m", 1, [("E0",)], rows)]
+        assert first_built.wait(10)
+        futures += [writer.submit_waiting("api", "m", 1, [(f"E{i}",)], rows) for i in range(1, 6)]
+        assert not any(f.done() for f in futures) and count(engine) == 0
+        gate.set()
+        assert all(f.result(10) is True for f in futures)
+        assert count(engine) == 6
+        assert commits == [1, 5], "the five calls that waited share one transaction"
+    finally:
+        writer.close()
+    assert writer.counts == {"logged": 6, "dropped": 0, "failed": 0}
+
+
+def test_a_durable_call_whose_write_fails_learns_it(sqlite_engine):
+    writer = PredictionLogWriter(sqlite_engine)
+
+    def broken(parts):
+        raise ValueError("PAT-SECRET-2")
+
+    assert writer.submit_waiting("api", "m", 2, [None, None], broken).result(10) is False
+    writer.close()
+    assert writer.counts["failed"] == 2 and count(sqlite_engine) == 0
+
+
+def test_the_writers_relaxed_sync_stays_on_its_own_sqlite_connection(sqlite_engine):
+    """The durable writer commits with synchronous = NORMAL (survives a process crash) on its own connection
+    only; every other connection, and its own once back in the pool, keeps the database's FULL (2)."""
+    writer = PredictionLogWriter(sqlite_engine)
+    row = {"logged_at": LOGGED_AT, "channel": "api", "model_version": "m", "source": None, "encounter_id": "E1",
+           "patient_id": "P1", "risk": 0.2, "risk_tier": "Low", "features": {}}
+    assert writer.submit_waiting("api", "m", 1, [row], lambda parts: list(parts)).result(10) is True
+    assert writer._connection is not None
+    assert writer._connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+    with sqlite_engine.connect() as other:
+        assert other.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+    writer.close()
+    connections = [sqlite_engine.connect() for _ in range(3)]
+    try:
+        assert [c.exec_driver_sql("PRAGMA synchronous").scalar() for c in connections] == [2, 2, 2]
+    finally:
+        for connection in connections:
+            connection.close()
+    assert count(sqlite_engine) == 1

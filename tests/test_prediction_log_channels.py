@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -26,7 +27,8 @@ from core.config import Settings, get_settings
 from core.schema import EncounterIn
 from serving import monitoring, upload
 from serving.database import get_engine
-from serving.prediction_log import PredictionLogWriter, read_log
+from serving.prediction_log import read_log
+from serving.prediction_log_writer import PredictionLogWriter
 from serving.scoring import ScoringService
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,6 +100,34 @@ def test_api_predict_and_batch_are_logged_with_model_version_and_no_id_in_the_lo
         assert 'readmit_api_prediction_log_rows_total{outcome="dropped"} 0.0' in metrics
     assert_no_identifier([r.getMessage() for r in caplog.records],
                          [r[k] for r in singles + batch for k in ("encounter_id", "patient_id")])
+
+
+def test_a_predict_answer_comes_only_once_its_row_is_in_the_database(service, engine, monkeypatch):
+    """The default mode is durable: each answer's row is readable as soon as the answer arrives (read at once,
+    no flush, no sleep), also for concurrent clients whose requests share micro-batches and commits."""
+    monkeypatch.delenv("READMIT_API_PREDICTION_LOG", raising=False)
+    app = create_app(ApiSettings(key=KEY), settings=Settings(model_dir=str(CHAMPION)),
+                     scorer_loader=lambda _dir: service)
+    headers = {"X-API-Key": KEY}
+    with TestClient(app) as client:
+        def answered_then_logged(record: dict) -> bool:
+            assert client.post("/predict", json=record, headers=headers).status_code == 200
+            return record["encounter_id"] in set(logged(engine)["encounter_id"])
+
+        assert answered_then_logged(records(1, "D")[0])
+        with ThreadPoolExecutor(8) as pool:  # concurrent clients
+            assert all(pool.map(answered_then_logged, records(24, "C")))
+        batch = records(5, "K")
+        assert client.post("/predict/batch", json={"encounters": batch}, headers=headers).status_code == 200
+        assert {r["encounter_id"] for r in batch} <= set(logged(engine)["encounter_id"])
+        assert client.post("/predict", params={"explain": "true"}, json=records(1, "X")[0],
+                           headers=headers).status_code == 200
+        log = logged(engine)
+        assert "XE00000" in set(log["encounter_id"])
+        metrics = client.get("/metrics", headers=headers).text
+    assert len(log) == 1 + 24 + 5 + 1 and log["encounter_id"].is_unique
+    assert log["risk"].notna().all() and log["_discharge_time"].notna().all()
+    assert 'readmit_api_prediction_log_rows_total{outcome="logged"} 31.0' in metrics
 
 
 def test_api_logging_can_be_switched_off(service, engine):

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from core.warehouse import read_pointer, table_version_path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,3 +50,19 @@ def test_without_a_scoring_model_the_given_model_is_shipped(tmp_path):
     summary = build_space.build_space(tmp_path / "space", champion, warehouse)
     assert summary["model_from"] == "--model"
     assert (tmp_path / "space" / "models" / "champion" / "which.txt").read_text() == "champion"
+
+
+def test_the_demo_database_ships_with_the_space_and_is_configured(tmp_path):
+    warehouse = build(tmp_path / "warehouse", patients=40, seed=3, source="synthetic")
+    database = tmp_path / "demo.sqlite3"
+    database.write_bytes(b"SQLite format 3\x00")
+    build_space.build_space(tmp_path / "space", fake_model(tmp_path / "champion", "champion"), warehouse, database)
+    assert (tmp_path / "space" / "data" / build_space.DATABASE_NAME).read_bytes() == database.read_bytes()
+    assert build_space.DATABASE_ENV in (tmp_path / "space" / "Dockerfile").read_text()
+
+
+def test_a_database_without_its_warehouse_is_refused(tmp_path):
+    database = tmp_path / "demo.sqlite3"
+    database.write_bytes(b"SQLite format 3\x00")
+    with pytest.raises(build_space.SpaceError, match="needs --warehouse"):
+        build_space.build_space(tmp_path / "space", fake_model(tmp_path / "champion", "c"), None, database)

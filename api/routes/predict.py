@@ -56,8 +56,14 @@ def predict_batch(batch: Batch, scorer: ScorerDep, settings: SettingsDep, metric
                                    f"{settings.max_batch} (READMIT_API_MAX_BATCH)")
     ids = [e.encounter_id for e in batch.encounters]  # unique: BatchRequest checks
     canonical = to_canonical_frame(batch.encounters)
-    scored = scorer.score_encounters(canonical, explain=explain, top_reasons=3)
-    log_scored(canonical, scored)  # handed to the prediction log's thread (features computed there)
+    with_features = getattr(scorer, "score_encounters_with_features", None)
+    if with_features is not None:  # the feature rows the model saw, for the log (not built twice)
+        scored, features = with_features(canonical, explain=explain, top_reasons=3)
+    else:
+        scored, features = scorer.score_encounters(canonical, explain=explain, top_reasons=3), None
+    pending = log_scored(canonical, scored, features)
+    if pending is not None:
+        pending.result()  # durable logging: answer once the rows are committed (this runs in a worker thread)
     by_id = {row["encounter_id"]: row for row in scored.to_dict(orient="records")}
     predictions = [Prediction(**prediction_from_row(by_id[i], scorer.model_version)) for i in ids]
     metrics.observe_risks(p.risk for p in predictions)

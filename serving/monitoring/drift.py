@@ -5,19 +5,21 @@ effect size from a per-period sample, Benjamini-Hochberg across the inputs of a 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import numpy as np
 from scipy import stats
 
 from core import monitoring as mon
 from core.features import FEATURE_LABELS
-
-if TYPE_CHECKING:
-    pass
-
+from core.schema import ENCOUNTER_FIELDS
 from serving.monitoring.constants import MIN_PERIOD_ROWS, MONITORED, QUANTILE_SAMPLE, QUANTILES
 from serving.monitoring.reference import Reference, _numbers, bin_index, is_monitorable, reference_counts
+
+# Inputs the canonical schema requires: never missing in what is served (a row without one is refused), so a
+# reference with missing values (Diabetes 130 leaves some dispositions blank) is compared on recorded values only;
+# otherwise every period of every hospital would "drift" by the reference's missing share alone.
+REQUIRED_INPUTS = frozenset(field.name for field in ENCOUNTER_FIELDS if field.required)
 
 
 def chi_squared_p(reference: np.ndarray, current: np.ndarray) -> np.ndarray:
@@ -118,7 +120,13 @@ def _drift(rows, codes, periods, scored, reference: Reference, summaries) -> dic
     def cells_of(name: str) -> list[dict[str, float]]:
         profile = profiles[name]
         values = rows[name].to_numpy()[index] if profile["kind"] == "numeric" else None
-        return drift_cells(profile, bin_index(profile, rows[name])[index], values, sub_codes, n_periods, sample)
+        bins = bin_index(profile, rows[name])[index]
+        if name not in REQUIRED_INPUTS:
+            return drift_cells(profile, bins, values, sub_codes, n_periods, sample)
+        profile = {**profile, "missing": 0}
+        recorded = bins != reference_counts(profile).size - 1
+        return drift_cells(profile, bins[recorded], None if values is None else values[recorded],
+                           sub_codes[recorded], n_periods, PeriodSample.of(sub_codes[recorded], n_periods))
 
     cells = {name: cells_of(name) for name in monitored}
     risk_profile_ = {"kind": "numeric", **reference.profile["risk"], "missing": 0, "sd": 0.0, "quantiles": []}
