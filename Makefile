@@ -25,7 +25,7 @@ $(RUNTIME_STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PIP) install -q --no-deps -e .
 	touch $@
 
-$(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt
+$(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt requirements-bench.txt
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q chromium; }
 	@test -x /usr/lib/postgresql/15/bin/initdb || { apt-get update -q && apt-get install -y -q postgresql; }
 	$(PIP) install -q -r requirements-dev.txt -c constraints.txt
