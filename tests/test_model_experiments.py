@@ -13,36 +13,23 @@ import torch
 
 torch.set_num_threads(1)
 
-from core.encoding import EncodedBatch  # noqa: E402
 from models.configuration_readmit import ReadmitTransformerConfig  # noqa: E402
 from models.data import to_tensors  # noqa: E402
 from models.modeling_readmit import ReadmitTransformerForSequenceClassification  # noqa: E402
+from tests import test_model as model_tests  # noqa: E402
 
 SPEC = importlib.util.spec_from_file_location(
     "model_experiments", Path(__file__).resolve().parent.parent / "benchmarks" / "model_experiments.py")
 experiments = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(experiments)
 
-N_NUMERIC, CARDINALITIES, CODE_VOCAB, K = 5, [4, 7, 3], [20, 12, 6], 3
+K = 3  # earlier encounters per history
+random_batch = model_tests.random_batch
 
 
 def tiny_config(**overrides) -> ReadmitTransformerConfig:
-    values = dict(numeric_feature_names=[f"x{i}" for i in range(N_NUMERIC)],
-                  categorical_feature_names=["a", "b", "c"], categorical_cardinalities=CARDINALITIES,
-                  code_vocab_sizes=CODE_VOCAB, n_code_positions=3, hidden_size=32, num_hidden_layers=2,
-                  num_attention_heads=4, pos_weight=2.5, numeric_token_groups={"g": ["x3", "x4"]},
-                  history_length=K)
-    values.update(overrides)
-    return ReadmitTransformerConfig(**values)
-
-
-def random_batch(n: int, seed: int = 0) -> EncodedBatch:
-    rng = np.random.default_rng(seed)
-    missing = rng.random((n, N_NUMERIC)) < 0.2
-    numeric = np.where(missing, 0.0, rng.normal(size=(n, N_NUMERIC))).astype(np.float32)
-    categorical = np.stack([rng.integers(0, c, n) for c in CARDINALITIES], axis=1).astype(np.int64)
-    codes = np.stack([rng.integers(0, v, (n, 3)) for v in CODE_VOCAB], axis=2).astype(np.int64)
-    return EncodedBatch(numeric, missing, categorical, codes)
+    """tests/test_model.py's tiny config, with a history of K earlier encounters and one numeric token group."""
+    return model_tests.tiny_config(**{"numeric_token_groups": {"g": ["x3", "x4"]}, "history_length": K, **overrides})
 
 
 def tiny_frame() -> pd.DataFrame:
