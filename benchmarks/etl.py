@@ -14,7 +14,7 @@ The DuckDB side is a *peer* for scale, not a replacement: it computes a subset o
 (no Charlson, no clinical groups) and fits no encoding.
 
     .venv/bin/python benchmarks/etl.py --rows 100000,1000000 [--master local[2]] [--driver-memory 2g]
-                                       [--keep DIR] [--event-log DIR]
+                                       [--keep DIR] [--event-log DIR] [--runs N]
 
 --keep DIR keeps the inputs (and reuses them) and the warehouses (DIR/wh_<rows>); --event-log DIR
 writes Spark's event log there (stage times: see docs/scale.md). The JSON document is printed last.
@@ -46,6 +46,10 @@ from etl import pipeline
 from etl.spark import get_spark
 
 SAMPLE_SECONDS = 0.05
+THREAD_SAMPLE_EVERY = 20       # JVM threads are read every 20th sample (1 s): ~100 threads, two files each
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+JVM_THREAD_KINDS = (("Executor task", "tasks"), ("C1 Compiler", "JIT compiler"), ("C2 Compiler", "JIT compiler"),
+                    ("VM Thread", "VM thread (serial GC, safepoints)"))
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -112,9 +116,22 @@ def make_input(rows: int, seed: int, folder: Path) -> Path:
     return path
 
 
+def tree_cpu_s() -> float:
+    """CPU-seconds so far of this process and its living descendants (the JVM, the Python workers)."""
+    total = 0.0
+    for process in [psutil.Process()] + psutil.Process().children(recursive=True):
+        try:
+            total += _own_cpu(process)
+        except psutil.Error:
+            pass
+    return total
+
+
 def run_spark(input_path: str, warehouse: str, master: str, driver_memory: str = "2g",
-              java_options: str | None = None) -> int:
-    """The ETL job on a Parquet of canonical encounters (the extract step swapped for a read)."""
+              java_options: str | None = None, runs: int = 1) -> int:
+    """The ETL job on a Parquet of canonical encounters (the extract step swapped for a read), `runs` times
+    in one session: each run after the first finds the JVM warm (classes loaded, generated code compiled),
+    and prints its own wall time and CPU-seconds as a JSON line."""
     rows = pq.ParquetFile(input_path).metadata.num_rows
     spark = get_spark(master, driver_memory, shuffle_partitions=pipeline.shuffle_partitions(rows),
                       java_options=java_options)
@@ -126,8 +143,12 @@ def run_spark(input_path: str, warehouse: str, master: str, driver_memory: str =
 
     pipeline.adapter = lambda source: ParquetAdapter  # the benchmark's own extract step
     options = pipeline.EtlOptions(source="synthetic-parquet", input=input_path, warehouse=warehouse, master=master)
-    summary = pipeline._load_encounters(spark, options, pipeline.load.new_version(),
-                                        pipeline._base_manifest(spark, options, "bench"))
+    for run in range(1, runs + 1):
+        started, cpu = time.perf_counter(), tree_cpu_s()
+        summary = pipeline._load_encounters(spark, options, pipeline.load.new_version(),
+                                            pipeline._base_manifest(spark, options, "bench"))
+        print(json.dumps({"run": run, "seconds": time.perf_counter() - started, "cpu_s": tree_cpu_s() - cpu}),
+              flush=True)
     spark.stop()
     return summary["tables"]["features"]
 
@@ -144,6 +165,25 @@ def _own_cpu(process: psutil.Process) -> float:
     return times.user + times.system
 
 
+def jvm_thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """CPU-seconds so far of each thread of a JVM, by kind (`JVM_THREAD_KINDS`, else "other"), from /proc:
+    how much of the JVM's time is the job's tasks and how much the JIT compilers and the collector."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:  # the JVM has exited
+        return out
+    for tid in tids:
+        try:
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        kind = next((kind for prefix, kind in JVM_THREAD_KINDS if name.startswith(prefix)), "other")
+        out[int(tid)] = (kind, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+    return out
+
+
 def measure(command: list[str], env: dict | None = None) -> dict:
     """Run a child process: wall time, CPU-seconds and peak resident memory of its whole process tree.
 
@@ -151,8 +191,10 @@ def measure(command: list[str], env: dict | None = None) -> dict:
     `SAMPLE_SECONDS` before it exits are missed); the peak is the largest sum of resident memory of
     the tree at one sample (pages shared between forked workers count once per process; a JVM's
     short-lived forks that exec a helper such as `chmod` are left out: they would count the JVM's memory
-    twice), split by process name at that sample in "peak_mb_by_process". The child's last stdout line is "out"."""
-    peak, peak_parts, cpu = 0, {}, {}
+    twice), split by process name at that sample in "peak_mb_by_process"; the JVMs' CPU-seconds by thread kind
+    in "jvm_cpu_s_by_thread" (`jvm_thread_cpu`, read every `THREAD_SAMPLE_EVERY` samples). The child's last
+    stdout line is "out"."""
+    peak, peak_parts, cpu, threads = 0, {}, {}, {}
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "OMP_NUM_THREADS": "1", **(env or {})})
@@ -161,7 +203,9 @@ def measure(command: list[str], env: dict | None = None) -> dict:
 
     def sample():
         nonlocal peak, peak_parts
+        samples = 0
         while not done.is_set():
+            samples += 1
             try:
                 tree = [watched] + watched.children(recursive=True)
             except psutil.Error:
@@ -173,6 +217,8 @@ def measure(command: list[str], env: dict | None = None) -> dict:
                     name = p.name() if p.pid != watched.pid else "main"
                     if name == "java":
                         java[p.pid] = p.cmdline()
+                        if samples % THREAD_SAMPLE_EVERY == 1:
+                            threads.update({(p.pid, tid): seen for tid, seen in jvm_thread_cpu(p.pid).items()})
                     elif p.ppid() in java and p.cmdline() == java[p.ppid()]:
                         continue  # the JVM forked to exec a helper (chmod, rm): its pages are the JVM's own
                     parts[name] = parts.get(name, 0) + p.memory_info().rss
@@ -193,10 +239,15 @@ def measure(command: list[str], env: dict | None = None) -> dict:
     cpu_by_process: dict[str, float] = {}
     for name, seconds_ in cpu.values():
         cpu_by_process[name] = cpu_by_process.get(name, 0.0) + seconds_
+    cpu_by_thread: dict[str, float] = {}
+    for kind, seconds_ in threads.values():
+        cpu_by_thread[kind] = cpu_by_thread.get(kind, 0.0) + seconds_
     return {"seconds": seconds, "cpu_s": sum(cpu_by_process.values()), "cpu_s_by_process": cpu_by_process,
+            "jvm_cpu_s_by_thread": cpu_by_thread,
             "peak_mb": peak / 2**20,
             "peak_mb_by_process": {name: rss / 2**20 for name, rss in peak_parts.items()},
-            "load_avg_1m": os.getloadavg()[0], "out": out.strip().splitlines()[-1]}
+            "load_avg_1m": os.getloadavg()[0], "out": out.strip().splitlines()[-1],
+            "lines": out.strip().splitlines()}
 
 
 def main() -> None:
@@ -207,6 +258,9 @@ def main() -> None:
     parser.add_argument("--driver-memory", default="2g")
     parser.add_argument("--keep", help="keep inputs and warehouses in this folder (inputs are reused)")
     parser.add_argument("--event-log", help="write Spark's event log to this folder")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="run the Spark job this many times in one session (runs after the first find the JVM "
+                             "warm: JIT-compiled code, loaded classes); each run's time is reported")
     parser.add_argument("--java-options", help="the local JVM's options instead of etl.spark.LOCAL_JAVA_OPTIONS "
                                                "('' for the JVM's defaults)")
     parser.add_argument("--engine", choices=["spark", "duckdb"], help=argparse.SUPPRESS)
@@ -214,7 +268,7 @@ def main() -> None:
     parser.add_argument("--output", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine == "spark":
-        print(run_spark(args.input, args.output, args.master, args.driver_memory, args.java_options))
+        print(run_spark(args.input, args.output, args.master, args.driver_memory, args.java_options, args.runs))
         return
     if args.engine == "duckdb":
         print(run_duckdb(args.input, args.output))
@@ -279,10 +333,13 @@ def compare(sizes: list[int], args: argparse.Namespace, folder: Path) -> list[di
         data = make_input(rows, args.seed, folder)
         warehouse = folder / f"wh_{rows}"
         java = [] if getattr(args, "java_options", None) is None else [f"--java-options={args.java_options}"]
+        runs = getattr(args, "runs", 1)
         spark = measure(me + ["--engine", "spark", "--input", str(data), "--output", str(warehouse),
-                              "--master", args.master, "--driver-memory", args.driver_memory, *java],
-                        env=spark_env(args.event_log))
+                              "--master", args.master, "--driver-memory", args.driver_memory, *java,
+                              f"--runs={runs}"], env=spark_env(args.event_log))
+        spark["runs"] = [json.loads(line) for line in spark.pop("lines") if line.startswith('{"run"')]
         duck = measure(me + ["--engine", "duckdb", "--input", str(data), "--output", f"{folder}/duck_{rows}.parquet"])
+        duck.pop("lines")
         result = {"rows": rows, "master": args.master, "driver_memory": args.driver_memory,
                   "shuffle_partitions": pipeline.shuffle_partitions(rows), "warehouse": str(warehouse),
                   "spark": {**spark, "rows_per_s": rows / spark["seconds"]},
@@ -290,6 +347,12 @@ def compare(sizes: list[int], args: argparse.Namespace, folder: Path) -> list[di
                   "spark_over_duckdb_time": spark["seconds"] / duck["seconds"],
                   "spark_over_duckdb_cpu": spark["cpu_s"] / duck["cpu_s"],
                   "spark_over_duckdb_peak_memory": spark["peak_mb"] / duck["peak_mb"]}
+        if runs > 1:
+            warm = spark["runs"][-1]
+            result["spark_warm_over_duckdb_time"] = warm["seconds"] / duck["seconds"]
+            print("  runs in one session: " + ", ".join(f"run {r['run']} {r['seconds']:.1f} s ({r['cpu_s']:.0f} CPU-s)"
+                                                          for r in spark["runs"])
+                  + f" | last run / DuckDB time x{result['spark_warm_over_duckdb_time']:.1f}", flush=True)
         if args.event_log:
             result["stages"] = stage_times(args.event_log)
             print_stage_times(result["stages"])
@@ -298,7 +361,8 @@ def compare(sizes: list[int], args: argparse.Namespace, folder: Path) -> list[di
               f"{spark['cpu_s']:,.0f} CPU-s, peak {spark['peak_mb']:>6,.0f} MB | DuckDB "
               f"{result['duckdb']['rows_per_s']:>9,.0f} rows/s, {duck['cpu_s']:,.0f} CPU-s, peak {duck['peak_mb']:>6,.0f} MB"
               f" | Spark/DuckDB time x{result['spark_over_duckdb_time']:.1f}, CPU x{result['spark_over_duckdb_cpu']:.1f}, "
-              f"memory x{result['spark_over_duckdb_peak_memory']:.1f} | load {spark['load_avg_1m']:.1f}", flush=True)
+              f"memory x{result['spark_over_duckdb_peak_memory']:.1f} | load {spark['load_avg_1m']:.1f} | JVM CPU-s: "
+              + ", ".join(f"{kind} {s:,.0f}" for kind, s in sorted(spark["jvm_cpu_s_by_thread"].items())), flush=True)
     return results
 
 
