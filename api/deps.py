@@ -220,33 +220,35 @@ class MicroBatcher:
                     self._deliver_later(live, scored, pending)
 
 
-def get_api_settings(request: Request) -> ApiSettings:
+# The dependencies are `async def` although none of them awaits: FastAPI runs a plain `def` dependency in
+# its thread pool, and three thread round trips per request cost more than the route's own work.
+async def get_api_settings(request: Request) -> ApiSettings:
     return request.app.state.api_settings
 
 
-def get_scorer(request: Request) -> Scorer:
+async def get_scorer(request: Request) -> Scorer:
     scorer = getattr(request.app.state, "scorer", None)
     if scorer is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="model not loaded")
     return scorer
 
 
-def get_optional_scorer(request: Request) -> Optional[Scorer]:
+async def get_optional_scorer(request: Request) -> Optional[Scorer]:
     return getattr(request.app.state, "scorer", None)
 
 
-def get_batcher(request: Request) -> MicroBatcher:
+async def get_batcher(request: Request) -> MicroBatcher:
     batcher = getattr(request.app.state, "batcher", None)
     if batcher is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="model not loaded")
     return batcher
 
 
-def get_metrics(request: Request) -> ApiMetrics:
+async def get_metrics(request: Request) -> ApiMetrics:
     return request.app.state.metrics
 
 
-def get_prediction_log(request: Request) -> Any:
+async def get_prediction_log(request: Request) -> Any:
     """A callable (canonical inputs, prediction rows or frame, features or None) that logs served predictions
     and returns a Future to wait for before answering (durable logging), or None."""
     return getattr(request.app.state, "log_scored", None) or (lambda inputs, scored, features=None: None)

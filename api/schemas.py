@@ -12,6 +12,7 @@ raw values onto those lists before training, and the API takes canonical input o
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -121,8 +122,10 @@ class Ready(BaseModel):
 
 # --- mapping between requests, the canonical frame and responses -----------------------------
 
+@functools.cache
 def feature_schema_hash() -> str:
-    """Hash of the canonical field list and the feature spec version: differs when either changes."""
+    """Hash of the canonical field list and the feature spec version: differs when either changes (both are
+    fixed for the life of the process, so it is computed once)."""
     fields = [[f.name, f.kind, f.derived, list(f.allowed or ()), list(f.bounds or ())] for f in ENCOUNTER_FIELDS]
     text = json.dumps({"fields": fields, "feature_spec_version": FEATURE_SPEC_VERSION}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -78,7 +78,9 @@ def _promoted_model():
 
 
 def streamlit_command(port: int, address: str = "127.0.0.1") -> list[str]:
-    return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
+    """Streamlit through `ui.launch`, which imports the pages' modules and loads the model before the port
+    opens: "ready" then means a first page view does not wait for them."""
+    return [sys.executable, "-m", "ui.launch", "run", str(APP), "--server.port", str(port),
             "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
 
 

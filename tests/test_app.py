@@ -27,6 +27,7 @@ from serving import patient as patient_q
 from serving import upload as upload_q
 from serving import worklist as worklist_q
 from serving.scoring import ScoringService
+from ui import launch
 from ui.auth import LAST_ACTIVITY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -413,8 +414,16 @@ def test_cli_demo_reuses_a_scored_warehouse_and_refuses_an_unscored_one(demo_wh,
 
 def test_cli_app_runs_streamlit_on_the_requested_port():
     command = streamlit_command(8599)
-    assert command[1:4] == ["-m", "streamlit", "run"] and str(APP) in command
+    assert command[1:4] == ["-m", "ui.launch", "run"] and str(APP) in command
     assert command[command.index("--server.port") + 1] == "8599"
+
+
+def test_launch_preloads_every_module_the_pages_import():
+    loaded = set(launch.preload())
+    for script in launch.SCRIPTS:
+        for name in launch.imported_names(script):
+            assert name in loaded or name.rsplit(".", 1)[0] in loaded, (script.name, name)
+    assert {"serving.figures", "serving.patient", "ui.data", "pandas"} <= loaded
 
 
 def test_model_quality_shows_the_model_folder(env, monkeypatch):

@@ -284,6 +284,23 @@ def warm_up() -> None:
     loaded_model()
 
 
+def warm_warehouse() -> None:
+    """Build what the first views of the current warehouse wait for, before anyone asks: its status, the
+    cohort summary and filter options, the worklist index and today's list with the configured window
+    and calls (each cached per warehouse version; on a million patients the first Patient view would
+    otherwise build the whole day's list to show the patient's place on it). `ui.launch` calls it before
+    the server opens its port. A warehouse that cannot be used is left to the pages, which say why."""
+    if not status().usable:
+        return
+    try:
+        summary()
+        options()
+        as_of_date = default_as_of()
+        day_list(as_of_date, settings().follow_up_days, settings().calls_per_day)
+    except Exception:  # the pages report the same problem in words; starting must not depend on it
+        log.warning("warm-up of the warehouse failed; the pages will compute on first view", exc_info=True)
+
+
 def loaded_model():
     """The configured model's cached ScoringService, or None when no model folder is configured
     (no config.json) or it cannot be loaded (logged, without patient data)."""
