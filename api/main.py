@@ -147,6 +147,9 @@ def create_app(api_settings: Optional[ApiSettings] = None, settings: Optional[Se
         log.info("worker %d: model %s loaded from %s (prediction log: %s)", os.getpid(),
                  app.state.scorer.model_version, model_dir, log_mode)
         batcher = app.state.batcher
+        logging.getLogger(__name__).debug(
+            "worker %d: micro-batches of up to %d rows; %s", os.getpid(), batcher.max_rows,
+            "records scored alone" if batcher.independent else "history from the configured warehouse")
         yield
         await batcher.stop()
         if writer is not None:
