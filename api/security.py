@@ -192,8 +192,8 @@ _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Ke
 
 
 async def require_api_key(request: Request,
-                    bearer: Annotated[Optional[HTTPAuthorizationCredentials], Security(_bearer)] = None,
-                    header_key: Annotated[Optional[str], Security(_header)] = None) -> Optional[str]:
+                          bearer: Annotated[Optional[HTTPAuthorizationCredentials], Security(_bearer)] = None,
+                          header_key: Annotated[Optional[str], Security(_header)] = None) -> Optional[str]:
     """401 unless a configured key is presented, 429 while the address is throttled; returns the
     key's fingerprint (None when auth is off). Only presented wrong keys count as failures. `async` although
     it never waits: it runs on the event loop instead of a thread-pool round trip per request."""
